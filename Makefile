@@ -1,0 +1,46 @@
+# The two commands of the quick start (make run, make test) and a few more.
+# Each target creates .venv and installs the project into it when needed.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+# Demo settings for `make run` only: a throwaway key, never for production.
+DEMO_SECRET ?= demo-secret-for-make-run-only
+
+.PHONY: help install run test lint typecheck unit clean
+
+help:
+	@echo "make run    start a receptor on 127.0.0.1:8080 with a demo hook and demo traffic"
+	@echo "make test   lint (ruff), type-check (mypy) and run the whole test suite (pytest)"
+	@echo "make clean  remove the virtualenv and caches"
+
+$(STAMP): setup.py pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $@
+
+install: $(STAMP)
+
+run: $(STAMP)
+	SOAPRECEPTOR_SECRET="$${SOAPRECEPTOR_SECRET:-$(DEMO_SECRET)}" \
+	SOAPRECEPTOR_HOOK="$${SOAPRECEPTOR_HOOK:-soapreceptor.hooks:print_event}" \
+	SOAPRECEPTOR_JOURNAL="$${SOAPRECEPTOR_JOURNAL:-./soapreceptor.db}" \
+	$(BIN)/soapreceptor serve --demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest
+
+test: lint typecheck unit
+
+clean:
+	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

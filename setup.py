@@ -1,0 +1,49 @@
+"""soapreceptor: the receiving end of Mechanical Turk's SOAP notification API."""
+
+from pathlib import Path
+
+from setuptools import setup
+
+HERE = Path(__file__).parent
+
+setup(
+    name="soapreceptor",
+    version="0.1.0",
+    description="A WSDL-described SOAP receptor for Mechanical Turk's notification API, with a zeep-based sender",
+    long_description=(HERE / "README.rst").read_text(encoding="utf-8"),
+    long_description_content_type="text/x-rst",
+    license="MIT",
+    python_requires=">=3.11",
+    # The top-level wsdl/ folder (the contract people generate stubs from) is
+    # installed as soapreceptor/wsdl/, so the service and the sender find the
+    # same files in a checkout and in an installed package.
+    packages=["soapreceptor", "soapreceptor.wsdl"],
+    package_dir={"soapreceptor.wsdl": "wsdl"},
+    package_data={"soapreceptor.wsdl": ["*/*.wsdl"]},
+    install_requires=[
+        # The SOAP service framework: service model, WSDL generation, request cycle.
+        # 2.14.0 is its last release; the project pins the series it is tested with.
+        "spyne>=2.14,<2.15",
+        # Hardened XML parsing of every request (the sans-IO wire layer).
+        "lxml>=4.9",
+        # The test sender builds its messages from wsdl/ with zeep.
+        "zeep>=4.2",
+        "gunicorn>=21.2",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8",
+            "ruff>=0.6",
+            "mypy>=1.10",
+            "lxml-stubs",
+            "types-requests",
+        ],
+    },
+    entry_points={"console_scripts": ["soapreceptor = soapreceptor.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3.11",
+        "Framework :: Pytest",
+        "Topic :: Internet :: WWW/HTTP :: WSGI :: Application",
+    ],
+)

@@ -1,0 +1,67 @@
+"""gunicorn settings for the receptor; ``deploy/gunicorn.conf.py`` and ``soapreceptor serve`` both use them.
+
+gunicorn reads its settings from this module's globals (``-c
+python:soapreceptor.gunicorn_config``). Each can be overridden on gunicorn's
+command line or, where named below, from the environment.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+
+# Where to listen (SOAPRECEPTOR_BIND): host:port, or unix:/path for a proxy.
+bind = [os.environ.get("SOAPRECEPTOR_BIND", "").strip() or "127.0.0.1:8080"]
+
+# Sync workers: a Notify call is short and CPU-bound; 2 per core plus one
+# keeps the cores busy while a worker waits on the network (SOAPRECEPTOR_WORKERS).
+workers = int(os.environ.get("SOAPRECEPTOR_WORKERS", "").strip() or multiprocessing.cpu_count() * 2 + 1)
+worker_class = "sync"
+
+# Load the application once in the master: the settings and the hook are
+# checked before any worker starts (a bad hook stops the server at start),
+# and the WSDL documents are built once, with the public URL, before fork.
+preload_app = True
+
+# MTurk's SendTestEventNotification waits for the answer: a request that
+# takes longer than this is a stuck worker, and gunicorn replaces it.
+timeout = 30
+graceful_timeout = 30
+keepalive = 5
+
+# Request line and header limits: a Notify call has a short line and a few headers.
+limit_request_line = 4094
+limit_request_fields = 50
+limit_request_field_size = 8190
+
+# Trust X-Forwarded-* only from a proxy on this host (FORWARDED_ALLOW_IPS to widen).
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+
+# soapreceptor writes one line per request itself (logger soapreceptor.access,
+# with request id, version, event count and outcome); gunicorn's is silenced below.
+accesslog = None
+
+# gunicorn 25+ opens a control socket at one fixed path per user: two
+# receptors on a host would fight over it, and nothing here uses it.
+control_socket_disable = True
+
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "line": {"format": "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"},
+    },
+    "handlers": {
+        "stderr": {"class": "logging.StreamHandler", "formatter": "line", "stream": "ext://sys.stderr"},
+    },
+    "root": {"level": "WARNING", "handlers": ["stderr"]},
+    "loggers": {
+        "soapreceptor": {
+            "level": os.environ.get("SOAPRECEPTOR_LOG_LEVEL", "INFO"),
+            "handlers": ["stderr"],
+            "propagate": False,
+        },
+        "gunicorn.error": {"level": "INFO", "handlers": ["stderr"], "propagate": False},
+        "gunicorn.access": {"level": "WARNING", "handlers": ["stderr"], "propagate": False},
+    },
+}

@@ -1,0 +1,117 @@
+"""Settings, read from the environment under fixed names so deployments and tests can rely on them.
+
+===============================  ==========================================================
+``SOAPRECEPTOR_HOOK``            ``package.module:function`` called once per event
+                                 (default: :func:`soapreceptor.hooks.log_event`)
+``SOAPRECEPTOR_SECRET``          the AWS secret access key notifications are signed with
+``SOAPRECEPTOR_SECRET_FILE``     a file of secrets, one per line, all accepted (key rotation);
+                                 blank lines and lines starting with ``#`` are skipped
+``SOAPRECEPTOR_PUBLIC_URL``      the URL MTurk calls; the WSDL's ``soap:address``, and its path
+                                 is where Notify is served (default ``http://127.0.0.1:8080/``)
+``SOAPRECEPTOR_TIMESTAMP_TOLERANCE``  freshness window in seconds either way; 0 turns it off (300)
+``SOAPRECEPTOR_ACCEPT_UNSIGNED`` ``1`` to accept a missing, empty or ``DEPRECATED`` Signature (``0``)
+``SOAPRECEPTOR_BIND``            where gunicorn listens (``127.0.0.1:8080``)
+===============================  ==========================================================
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from .errors import ConfigError
+from .hooks import DEFAULT_HOOK, Hook
+from .signature import Keyring
+
+DEFAULT_PUBLIC_URL = "http://127.0.0.1:8080/"
+DEFAULT_BIND = "127.0.0.1:8080"
+DEFAULT_TOLERANCE = 300.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a receptor needs to run. Build it directly, or with :meth:`from_env`."""
+
+    keyring: Keyring = field(default_factory=Keyring)
+    hook: str | Hook = DEFAULT_HOOK
+    public_url: str = DEFAULT_PUBLIC_URL
+    timestamp_tolerance: float = DEFAULT_TOLERANCE
+    accept_unsigned: bool = False
+    bind: str = DEFAULT_BIND
+
+    def __post_init__(self) -> None:
+        if not self.keyring and not self.accept_unsigned:
+            raise ConfigError(
+                "no secret is configured: set SOAPRECEPTOR_SECRET (or SOAPRECEPTOR_SECRET_FILE) to the AWS "
+                "secret access key your notifications are signed with, or set SOAPRECEPTOR_ACCEPT_UNSIGNED=1 "
+                "to accept unsigned notifications"
+            )
+        if self.timestamp_tolerance < 0:
+            raise ConfigError(
+                "SOAPRECEPTOR_TIMESTAMP_TOLERANCE must be 0 (off) or a number of seconds, "
+                f"not {self.timestamp_tolerance}"
+            )
+        parts = urlsplit(self.public_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError(
+                f"SOAPRECEPTOR_PUBLIC_URL={self.public_url!r} is not an http(s) URL such as https://example.org/mturk"
+            )
+
+    @property
+    def path(self) -> str:
+        """The URL path Notify is served at (the public URL's path)."""
+        return urlsplit(self.public_url).path or "/"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read the ``SOAPRECEPTOR_*`` variables; raise :class:`ConfigError` naming any bad one."""
+        env = os.environ if environ is None else environ
+        secrets: list[str] = []
+        if env.get("SOAPRECEPTOR_SECRET", "").strip():
+            secrets.append(env["SOAPRECEPTOR_SECRET"].strip())
+        if env.get("SOAPRECEPTOR_SECRET_FILE", "").strip():
+            secrets.extend(read_secret_file(Path(env["SOAPRECEPTOR_SECRET_FILE"].strip())))
+        return cls(
+            keyring=Keyring(secrets),
+            hook=env.get("SOAPRECEPTOR_HOOK", "").strip() or DEFAULT_HOOK,
+            public_url=env.get("SOAPRECEPTOR_PUBLIC_URL", "").strip() or DEFAULT_PUBLIC_URL,
+            timestamp_tolerance=_number(env, "SOAPRECEPTOR_TIMESTAMP_TOLERANCE", DEFAULT_TOLERANCE),
+            accept_unsigned=_flag(env, "SOAPRECEPTOR_ACCEPT_UNSIGNED"),
+            bind=env.get("SOAPRECEPTOR_BIND", "").strip() or DEFAULT_BIND,
+        )
+
+
+def read_secret_file(path: Path) -> list[str]:
+    """The secrets in ``path``: one per line, blank lines and ``#`` comments skipped."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"SOAPRECEPTOR_SECRET_FILE={str(path)!r} cannot be read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"SOAPRECEPTOR_SECRET_FILE={str(path)!r} is not UTF-8 text") from None
+    secrets = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    if not secrets:
+        raise ConfigError(f"SOAPRECEPTOR_SECRET_FILE={str(path)!r} holds no secret (one per line)")
+    return secrets
+
+
+def _number(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number of seconds") from None
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(f"{name}={raw!r} must be 0 or 1")

@@ -1,0 +1,179 @@
+"""The WSGI application: ``soapreceptor.wsgi:application`` for gunicorn, :func:`create_app` for everyone else.
+
+One URL (the path of ``SOAPRECEPTOR_PUBLIC_URL``) serves all of it: ``POST``
+is a ``Notify`` call for any supported version, ``GET ?wsdl`` the contract
+(``?wsdl&version=V`` for another version than the default). ``/healthz``
+answers liveness probes. Everything else gets a SOAP fault that says where
+to go instead. Every request is logged in one line with a request id, which
+the answer carries in ``X-Request-Id``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
+
+from spyne.server.wsgi import WsgiApplication
+
+from . import errors, versions, wire
+from .errors import ConfigError
+from .hooks import load_hook
+from .model import Notification
+from .policy import Policy
+from .receptor import Clock, Receptor, utc_now
+from .service import ENVIRON_KEY, build_application, build_wsdl
+from .settings import Settings
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+
+__all__ = ["ReceptorApp", "create_app"]
+
+access_log = logging.getLogger("soapreceptor.access")
+
+
+class ReceptorApp:
+    """The receptor as a WSGI callable. Build it with :func:`create_app`."""
+
+    def __init__(self, settings: Settings, receptor: Receptor) -> None:
+        self.settings = settings
+        self.receptor = receptor
+        self.path = settings.path
+        # Built once, here: under gunicorn's preload_app that is before the
+        # workers fork, with the configured public URL (spyne would otherwise
+        # take the Host of the first ?wsdl request and cache it per worker).
+        self.wsdls: dict[str, bytes] = {v: build_wsdl(v, settings.public_url) for v in versions.VERSIONS}
+        self.soap = WsgiApplication(build_application(versions.DEFAULT_VERSION, handler=self._handle))
+
+    def _handle(self, notification: Notification, environ: dict[str, Any]) -> None:
+        info = environ.setdefault(ENVIRON_KEY, {})
+        info["version"] = notification.version
+        info["events"] = len(notification.events)
+        self.receptor.handle(notification, info.get("request_id", "-"))
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        started = time.perf_counter()
+        request_id = uuid.uuid4().hex[:16]
+        info: dict[str, Any] = {"request_id": request_id}
+        environ[ENVIRON_KEY] = info
+        status_seen: list[str] = []
+
+        def respond(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], object]:
+            status_seen.append(status)
+            return start_response(status, [*headers, ("X-Request-Id", request_id)], exc_info)
+
+        try:
+            body = list(self._route(environ, respond))
+        except Exception:
+            # Nothing may escape as a traceback page or kill the worker.
+            access_log.exception("request %s: unhandled error", request_id)
+            fault = errors.ServerFault(
+                f"internal error; the receptor's log has the details under request id {request_id}"
+            )
+            info["outcome"] = fault.faultcode
+            body = [self._fault_response(respond, "500 Internal Server Error", fault, exc_info=sys.exc_info())]
+        access_log.info(
+            "request_id=%s method=%s path=%s status=%s version=%s events=%s outcome=%s duration_ms=%.1f",
+            request_id,
+            environ.get("REQUEST_METHOD"),
+            environ.get("PATH_INFO"),
+            status_seen[-1].split(" ", 1)[0] if status_seen else "-",
+            info.get("version", "-"),
+            info.get("events", "-"),
+            info.get("outcome", "-"),
+            (time.perf_counter() - started) * 1000,
+        )
+        return body
+
+    def _route(self, environ: WSGIEnvironment, respond: StartResponse) -> Iterable[bytes]:
+        method = environ.get("REQUEST_METHOD", "GET").upper()
+        path = environ.get("PATH_INFO") or "/"
+        info = environ[ENVIRON_KEY]
+        if path == "/healthz" and path != self.path:
+            if method not in ("GET", "HEAD"):
+                return self._not_allowed(respond, "GET, HEAD", f"{path} answers GET only")
+            respond("200 OK", [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", "3")])
+            info["outcome"] = "healthy"
+            return [b"ok\n"]
+        if path != self.path:
+            info["outcome"] = "not-found"
+            fault = errors.ClientFault(f"no service at {path}; Notify is served at {self.path}")
+            return [self._fault_response(respond, "404 Not Found", fault)]
+        if method == "POST":
+            answer: Iterable[bytes] = self.soap(environ, respond)
+            return answer
+        if method in ("GET", "HEAD"):
+            query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+            if any(key.lower() == "wsdl" for key in query):
+                return self._wsdl(respond, query, method)
+            return self._not_allowed(
+                respond,
+                "POST, GET",
+                f"{self.path} is a SOAP endpoint: POST a Notify call, or GET {self.path}?wsdl for its contract",
+            )
+        return self._not_allowed(respond, "POST, GET", f"{method} is not supported; POST a Notify call")
+
+    def _wsdl(self, respond: StartResponse, query: dict[str, list[str]], method: str) -> Iterable[bytes]:
+        version = (query.get("version") or [versions.DEFAULT_VERSION])[0]
+        document = self.wsdls.get(version)
+        if document is None:
+            fault = errors.UnknownVersion(
+                f"no WSDL for version {version!r}; use ?wsdl&version= with one of {', '.join(versions.VERSIONS)}"
+            )
+            return [self._fault_response(respond, "404 Not Found", fault)]
+        respond("200 OK", [("Content-Type", wire.CONTENT_TYPE), ("Content-Length", str(len(document)))])
+        return [b"" if method == "HEAD" else document]
+
+    def _not_allowed(self, respond: StartResponse, allow: str, message: str) -> Iterable[bytes]:
+        fault = errors.ClientFault(message)
+        return [self._fault_response(respond, "405 Method Not Allowed", fault, extra=[("Allow", allow)])]
+
+    @staticmethod
+    def _fault_response(
+        respond: StartResponse,
+        status: str,
+        fault: errors.NotifyFault,
+        extra: list[tuple[str, str]] | None = None,
+        exc_info: Any = None,
+    ) -> bytes:
+        body = wire.render_fault(fault)
+        headers = [("Content-Type", wire.CONTENT_TYPE), ("Content-Length", str(len(body))), *(extra or [])]
+        respond(status, headers, exc_info) if exc_info else respond(status, headers)
+        return body
+
+
+def create_app(settings: Settings | None = None, *, clock: Clock = utc_now) -> ReceptorApp:
+    """Build the receptor's WSGI application from ``settings`` (default: from the environment).
+
+    Raises :class:`~soapreceptor.errors.ConfigError` if the settings are
+    unusable or the hook cannot be imported: a receptor that would fail
+    at its first request must not start.
+    """
+    settings = Settings.from_env() if settings is None else settings
+    hook = load_hook(settings.hook) if isinstance(settings.hook, str) else settings.hook
+    policy = Policy(
+        keyring=settings.keyring,
+        tolerance=settings.timestamp_tolerance,
+        accept_unsigned=settings.accept_unsigned,
+    )
+    return ReceptorApp(settings, Receptor(policy=policy, hook=hook, clock=clock))
+
+
+def __getattr__(name: str) -> ReceptorApp:
+    # ``soapreceptor.wsgi:application`` is built on first access, from the
+    # environment, so that importing this module (for create_app) needs no
+    # settings. gunicorn's preload_app makes that first access happen once,
+    # in the master, before the workers fork.
+    if name == "application":
+        try:
+            app = create_app()
+        except ConfigError as exc:
+            raise SystemExit(f"soapreceptor: {exc}") from None
+        globals()["application"] = app
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
