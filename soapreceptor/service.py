@@ -237,8 +237,8 @@ def _with_nsmap(root: etree._Element, nsmap: dict[str, str]) -> bytes:
     # declared above, and spyne's xs: prefix is rewritten to xsd: here.
     for element in fresh.iter():
         for name in ("type", "element", "message", "binding", "base"):
-            value = element.get(name)
-            if value and value.startswith("xs:"):
-                element.set(name, "xsd:" + value[3:])
+            reference = element.get(name)
+            if reference and reference.startswith("xs:"):
+                element.set(name, "xsd:" + reference[3:])
     etree.cleanup_namespaces(fresh, top_nsmap=nsmap, keep_ns_prefixes=list(nsmap))
     return etree.tostring(fresh, xml_declaration=True, encoding="UTF-8", pretty_print=True)

@@ -1,0 +1,37 @@
+"""Hooks for tests that run a real server: they record what reached them in a JSON-lines file.
+
+The file is ``$SOAPRECEPTOR_TEST_EVENTS``; each worker appends one line per
+event with a single write, so lines from several workers never interleave.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from soapreceptor import Event
+
+
+def record(event: Event) -> None:
+    """Record ``event``."""
+    line = json.dumps(
+        {
+            "event_type": event.event_type,
+            "event_time": event.event_time.isoformat() if event.event_time else None,
+            "hit_type_id": event.hit_type_id,
+            "hit_id": event.hit_id,
+            "assignment_id": event.assignment_id,
+            "version": event.version,
+            "pid": os.getpid(),
+        }
+    )
+    with open(os.environ["SOAPRECEPTOR_TEST_EVENTS"], "a", encoding="utf-8") as out:
+        out.write(line + "\n")
+
+
+def fail(event: Event) -> None:
+    """Always fail, as a broken user hook would."""
+    raise RuntimeError(f"this hook always fails ({event.event_type})")
+
+
+NOT_CALLABLE = 42

@@ -1,0 +1,218 @@
+"""Test helpers: MTurk-shaped messages, a real gunicorn on loopback, raw HTTP, the recorded hook's events."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+REPO = Path(__file__).resolve().parent.parent
+
+# protocol.md section 4's test vectors.
+KEY_1 = "zzT2CTVVfFeXw/OrwezR8inI5WwiO/mlfGEXxvP1"
+KEY_2 = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+VECTOR_TIMESTAMP = "2006-05-23T23:22:30Z"
+VECTOR_TIMESTAMP_MS = "2006-05-23T23:22:30.000Z"
+VECTORS = [
+    (KEY_1, VECTOR_TIMESTAMP, "FNJJstGUL4jPSEZmY3zS6Cl+gNw="),
+    (KEY_2, VECTOR_TIMESTAMP, "SCKBAzx2/Kt3aYqRcDjBAqOSm+o="),
+    (KEY_2, VECTOR_TIMESTAMP_MS, "sQnGjLuFGf+BAIcCne9E8xXCk6s="),
+]
+
+# Generous for a loaded 2-core machine; every wait polls and returns as soon as it can.
+DEADLINE = 60.0
+
+ACCEPTED_EVENT = {
+    "EventType": "AssignmentAccepted",
+    "EventTime": "2006-04-21T18:55:23Z",
+    "HITTypeId": "KDSFO4455LKDAF3",
+    "HITId": "KDSFO4455LKDAF3",
+    "AssignmentId": "KDSFO4455LKDAF3KDSFO4455LKDAF3",
+}
+
+AXIS_HEADERS = {
+    "Content-Type": "text/xml; charset=utf-8",
+    "Accept": "application/soap+xml, application/dime, multipart/related, text/*",
+    "User-Agent": "Jakarta Commons-HttpClient/2.0final",
+    "SOAPAction": '"http://soap.amazon.com"',
+}
+
+
+def amazon_envelope(
+    version: str = "2006-05-05",
+    *,
+    signature: str | None = "SCKBAzx2/Kt3aYqRcDjBAqOSm+o=",
+    timestamp: str = VECTOR_TIMESTAMP,
+    declared_version: str | None = None,
+    events: Iterable[Mapping[str, str]] = (ACCEPTED_EVENT,),
+    header: str | None = None,
+) -> bytes:
+    """A Notify call in the exact shape of Amazon's documented example (protocol.md section 3).
+
+    ``signature=None`` leaves the element out; ``header`` is put verbatim in a SOAP Header.
+    """
+    lines = [
+        '<?xml version="1.0" encoding="UTF-8"?>',
+        '<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"',
+        '    xmlns:xsd="http://www.w3.org/2001/XMLSchema"',
+        '    xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">',
+    ]
+    if header is not None:
+        lines.append(f"  <soapenv:Header>{header}</soapenv:Header>")
+    lines += ["  <soapenv:Body>", f'    <Notify xmlns="http://requester.mturk.amazonaws.com/doc/{version}">']
+    if signature is not None:
+        lines.append(f"      <Signature>{signature}</Signature>")
+    lines.append(f'      <Timestamp xsi:type="xsd:dateTime">{timestamp}</Timestamp>')
+    lines.append(f"      <Version>{declared_version or version}</Version>")
+    for event in events:
+        lines.append("      <Event>")
+        lines += [f"        <{name}>{value}</{name}>" for name, value in event.items()]
+        lines.append("      </Event>")
+    lines += ["    </Notify>", "  </soapenv:Body>", "</soapenv:Envelope>", ""]
+    return "\n".join(lines).encode("utf-8")
+
+
+def wsdl_url(version: str) -> str:
+    return (
+        f"http://mechanicalturk.amazonaws.com/AWSMechanicalTurk/{version}/AWSMechanicalTurkRequesterNotification.wsdl"
+    )
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def faultcode(self) -> str | None:
+        match = re.search(rb"<faultcode>(?:[^:<]*:)?([^<]*)</faultcode>", self.body)
+        return match.group(1).decode() if match else None
+
+
+def post(url: str, body: bytes, headers: Mapping[str, str] | None = None, method: str = "POST") -> Answer:
+    """Send exactly ``body`` with exactly ``headers`` (no library rewriting them)."""
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=DEADLINE)
+    try:
+        path = parts.path or "/"
+        if parts.query:
+            path += "?" + parts.query
+        connection.request(method, path, body=body, headers=dict(AXIS_HEADERS if headers is None else headers))
+        response = connection.getresponse()
+        return Answer(response.status, {k.lower(): v for k, v in response.getheaders()}, response.read())
+    finally:
+        connection.close()
+
+
+def wait_for(predicate: Any, what: str, deadline: float = DEADLINE) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail after ``deadline`` seconds."""
+    end = time.monotonic() + deadline
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {deadline:.0f} s waiting for {what}")
+        time.sleep(0.05)
+
+
+@dataclass
+class Server:
+    """A real gunicorn serving ``soapreceptor.wsgi:application`` on a free loopback port."""
+
+    workdir: Path
+    env: dict[str, str] = field(default_factory=dict)
+    workers: int = 2
+    command: list[str] | None = None
+    process: subprocess.Popen[bytes] | None = None
+    url: str = ""
+
+    @property
+    def events_file(self) -> Path:
+        return self.workdir / "events.jsonl"
+
+    @property
+    def log_file(self) -> Path:
+        return self.workdir / "server.log"
+
+    def full_env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SOAPRECEPTOR_")}
+        env.update(
+            {
+                "PYTHONPATH": str(REPO),
+                "SOAPRECEPTOR_HOOK": "tests.recording_hook:record",
+                "SOAPRECEPTOR_TEST_EVENTS": str(self.events_file),
+                "SOAPRECEPTOR_SECRET": KEY_2,
+                "SOAPRECEPTOR_BIND": "127.0.0.1:0",
+                "SOAPRECEPTOR_WORKERS": str(self.workers),
+            }
+        )
+        env.update(self.env)
+        return env
+
+    def start(self) -> Server:
+        command = self.command or [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            str(REPO / "deploy" / "gunicorn.conf.py"),
+            "soapreceptor.wsgi:application",
+        ]
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        with self.log_file.open("wb") as log:
+            self.process = subprocess.Popen(command, cwd=self.workdir, env=self.full_env(), stdout=log, stderr=log)
+        listening = wait_for(self._listening, "gunicorn to listen")
+        self.url = f"http://{listening}/"
+        wait_for(self._healthy, "the receptor to answer /healthz")
+        return self
+
+    def _listening(self) -> str | None:
+        self._check_alive()
+        match = re.search(r"Listening at: http://([\d.]+:\d+)", self.log())
+        return match.group(1) if match else None
+
+    def _healthy(self) -> bool:
+        self._check_alive()
+        try:
+            return post(self.url + "healthz", b"", headers={}, method="GET").status == 200
+        except OSError:
+            return False
+
+    def _check_alive(self) -> None:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"gunicorn exited with {self.process.returncode}:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
+
+    def events(self) -> list[dict[str, Any]]:
+        """What the recording hook saw, in order."""
+        if not self.events_file.exists():
+            return []
+        return [json.loads(line) for line in self.events_file.read_text().splitlines() if line.strip()]
+
+    def wait_for_events(self, count: int) -> list[dict[str, Any]]:
+        return list(wait_for(lambda: len(self.events()) >= count and self.events(), f"{count} events at the hook"))
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=DEADLINE)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=DEADLINE)
