@@ -29,6 +29,11 @@ setup(
         # The test sender builds its messages from wsdl/ with zeep.
         "zeep>=4.2",
         "gunicorn>=21.2",
+        # In place of the copy of six bundled with spyne 2.14, which breaks on
+        # Python 3.12+ (see soapreceptor/spyne_compat.py).
+        "six>=1.16",
+        # spyne 2.14 imports cgi, which Python 3.13 removed.
+        "legacy-cgi>=2.6; python_version >= '3.13'",
     ],
     extras_require={
         "test": [
@@ -43,6 +48,8 @@ setup(
     classifiers=[
         "Programming Language :: Python :: 3",
         "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.12",
+        "Programming Language :: Python :: 3.13",
         "Framework :: Pytest",
         "Topic :: Internet :: WWW/HTTP :: WSGI :: Application",
     ],

@@ -1,5 +1,11 @@
 """soapreceptor: the receiving end of Mechanical Turk's SOAP notification API."""
 
+# First, before anything imports spyne: see spyne_compat for why.
+from . import spyne_compat
+
+spyne_compat.apply()
+
+# isort: split
 from .errors import (
     ConfigError,
     NotifyFault,

@@ -103,7 +103,7 @@ class Answer:
 def post(url: str, body: bytes, headers: Mapping[str, str] | None = None, method: str = "POST") -> Answer:
     """Send exactly ``body`` with exactly ``headers`` (no library rewriting them)."""
     parts = urlsplit(url)
-    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=DEADLINE)
+    connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=DEADLINE)
     try:
         path = parts.path or "/"
         if parts.query:

@@ -1,0 +1,103 @@
+"""Settings from the environment, and the hook named by SOAPRECEPTOR_HOOK."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from soapreceptor import ConfigError, Settings
+from soapreceptor.hooks import DEFAULT_HOOK, load_hook, log_event
+from tests import recording_hook
+from tests.support import KEY_1, KEY_2
+
+
+def test_defaults() -> None:
+    settings = Settings.from_env({"SOAPRECEPTOR_SECRET": KEY_1})
+    assert len(settings.keyring) == 1
+    assert settings.hook == DEFAULT_HOOK
+    assert settings.public_url == "http://127.0.0.1:8080/"
+    assert settings.path == "/"
+    assert settings.timestamp_tolerance == 300
+    assert settings.accept_unsigned is False
+    assert settings.bind == "127.0.0.1:8080"
+
+
+def test_every_variable(tmp_path: Path) -> None:
+    secrets = tmp_path / "secrets"
+    secrets.write_text(f"# rotated 2026-11\n{KEY_1}\n\n  {KEY_2}  \n")
+    settings = Settings.from_env(
+        {
+            "SOAPRECEPTOR_SECRET": "third",
+            "SOAPRECEPTOR_SECRET_FILE": str(secrets),
+            "SOAPRECEPTOR_HOOK": "tests.recording_hook:record",
+            "SOAPRECEPTOR_PUBLIC_URL": "https://example.org/mturk/notify",
+            "SOAPRECEPTOR_TIMESTAMP_TOLERANCE": "0",
+            "SOAPRECEPTOR_ACCEPT_UNSIGNED": "1",
+            "SOAPRECEPTOR_BIND": "unix:/run/soapreceptor.sock",
+        }
+    )
+    assert len(settings.keyring) == 3
+    assert settings.keyring.verify("2006-05-23T23:22:30Z", "FNJJstGUL4jPSEZmY3zS6Cl+gNw=")
+    assert settings.keyring.verify("2006-05-23T23:22:30Z", "SCKBAzx2/Kt3aYqRcDjBAqOSm+o=")
+    assert settings.path == "/mturk/notify"
+    assert settings.timestamp_tolerance == 0
+    assert settings.accept_unsigned is True
+    assert settings.bind == "unix:/run/soapreceptor.sock"
+
+
+def test_unsigned_only_is_allowed_without_secret() -> None:
+    assert not Settings.from_env({"SOAPRECEPTOR_ACCEPT_UNSIGNED": "1"}).keyring
+
+
+@pytest.mark.parametrize(
+    ("env", "fragment"),
+    [
+        ({}, "no secret is configured"),
+        ({"SOAPRECEPTOR_SECRET": "   "}, "no secret is configured"),
+        ({"SOAPRECEPTOR_SECRET": "k", "SOAPRECEPTOR_TIMESTAMP_TOLERANCE": "soon"}, "SOAPRECEPTOR_TIMESTAMP_TOLERANCE"),
+        ({"SOAPRECEPTOR_SECRET": "k", "SOAPRECEPTOR_TIMESTAMP_TOLERANCE": "-1"}, "SOAPRECEPTOR_TIMESTAMP_TOLERANCE"),
+        ({"SOAPRECEPTOR_SECRET": "k", "SOAPRECEPTOR_ACCEPT_UNSIGNED": "maybe"}, "SOAPRECEPTOR_ACCEPT_UNSIGNED"),
+        ({"SOAPRECEPTOR_SECRET": "k", "SOAPRECEPTOR_PUBLIC_URL": "example.org"}, "SOAPRECEPTOR_PUBLIC_URL"),
+        ({"SOAPRECEPTOR_SECRET_FILE": "/nonexistent/secrets"}, "cannot be read"),
+    ],
+)
+def test_bad_settings_say_which_and_why(env: dict[str, str], fragment: str) -> None:
+    with pytest.raises(ConfigError, match=fragment):
+        Settings.from_env(env)
+
+
+def test_secret_file_without_secrets(tmp_path: Path) -> None:
+    empty = tmp_path / "secrets"
+    empty.write_text("# nothing yet\n\n")
+    with pytest.raises(ConfigError, match="holds no secret"):
+        Settings.from_env({"SOAPRECEPTOR_SECRET_FILE": str(empty)})
+
+
+def test_errors_never_show_a_secret(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"SOAPRECEPTOR_SECRET": KEY_1, "SOAPRECEPTOR_TIMESTAMP_TOLERANCE": "x"})
+    assert KEY_1 not in str(caught.value)
+    assert KEY_1 not in repr(Settings.from_env({"SOAPRECEPTOR_SECRET": KEY_1}))
+
+
+def test_load_hook() -> None:
+    assert load_hook("tests.recording_hook:record") is recording_hook.record
+    assert load_hook(DEFAULT_HOOK) is log_event
+    assert load_hook("os.path:join") is not None  # dotted modules and any callable
+
+
+@pytest.mark.parametrize(
+    ("spec", "fragment"),
+    [
+        ("tests.recording_hook", "package.module:function"),
+        (":record", "package.module:function"),
+        ("tests.no_such_module:record", "cannot import module 'tests.no_such_module'"),
+        ("tests.recording_hook:nope", "has no attribute 'nope'"),
+        ("tests.recording_hook:NOT_CALLABLE", "not a callable"),
+    ],
+)
+def test_bad_hooks_are_reported_at_load(spec: str, fragment: str) -> None:
+    with pytest.raises(ConfigError, match=fragment) as caught:
+        load_hook(spec)
+    assert "SOAPRECEPTOR_HOOK" in str(caught.value)
