@@ -1,13 +1,16 @@
-"""The ``soapreceptor`` command: serve, send, wsdl.
+"""The ``soapreceptor`` command: serve, dispatch, send, wsdl, and the journal's events, redeliver, purge.
 
-Exit status: 0 success; 1 the receptor refused a message; 2 bad arguments or
-settings; 3 the receptor could not be reached.
+Exit status: 0 success; 1 the receptor refused a message; 2 bad arguments,
+settings or ids; 3 the receptor (or the journal) could not be reached.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -15,7 +18,10 @@ from pathlib import Path
 
 from . import __version__, versions
 from .contract import wsdl_path, wsdl_with_address
+from .dispatch import Dispatcher, RetryPolicy, run_until_signalled
 from .errors import ConfigError, SendError
+from .hooks import load_hook
+from .journal import STATES, Journal, JournalError, StoredEvent
 from .sender import EventSpec, Sender
 from .settings import Settings, read_secret_file
 from .wsgi import create_app
@@ -34,6 +40,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"soapreceptor: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except JournalError as exc:
+        print(f"soapreceptor: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
     return status
 
 
@@ -49,6 +58,26 @@ def _parser() -> argparse.ArgumentParser:
         "--demo", action="store_true", help="also send a short demo HIT life cycle once the server is up"
     )
     serve.set_defaults(run=_serve)
+
+    dispatch = commands.add_parser("dispatch", help="deliver journaled events to the hook (runs until stopped)")
+    dispatch.add_argument("--parent", type=int, help=argparse.SUPPRESS)  # set by the embedded dispatcher
+    dispatch.set_defaults(run=_dispatch)
+
+    events = commands.add_parser("events", help="list the events in the journal")
+    events.add_argument("--state", choices=STATES, help="only events in this state")
+    events.add_argument("--limit", type=int, help="at most this many events")
+    events.add_argument("--json", action="store_true", help="one JSON object per line")
+    events.set_defaults(run=_events)
+
+    redeliver = commands.add_parser("redeliver", help="put delivered or dead events back in line for the hook")
+    redeliver.add_argument("ids", nargs="*", type=int, metavar="ID", help="event ids (see `soapreceptor events`)")
+    redeliver.add_argument("--dead", action="store_true", help="every dead event")
+    redeliver.set_defaults(run=_redeliver)
+
+    purge = commands.add_parser("purge", help="delete delivered events older than a duration")
+    purge.add_argument("--delivered", action="store_true", required=True, help="required: only delivered events go")
+    purge.add_argument("--older-than", required=True, metavar="DURATION", help="e.g. 30d, 12h, 90m, 45s")
+    purge.set_defaults(run=_purge)
 
     send = commands.add_parser("send", help="send one signed Notify call, built with zeep from wsdl/")
     send.add_argument("--url", required=True, help="the receptor's URL")
@@ -99,6 +128,9 @@ def _serve(args: argparse.Namespace) -> int:
     # instead of gunicorn's start-up traceback.
     settings = Settings.from_env(env)
     create_app(settings)
+    # The receptor's journal file, opened by every worker and the dispatcher,
+    # must be the same file whatever directory they run in.
+    env["SOAPRECEPTOR_JOURNAL"] = str(Path(settings.journal).resolve())
     command = [
         sys.executable,
         "-m",
@@ -126,6 +158,99 @@ def _start_demo(settings: Settings, env: dict[str, str]) -> None:
         env={**env, "SOAPRECEPTOR_SECRET": secret},
         start_new_session=True,
     )
+
+
+def _journal() -> Journal:
+    settings = Settings.from_env()
+    try:
+        return Journal(settings.journal).open()
+    except JournalError as exc:
+        raise ConfigError(f"SOAPRECEPTOR_JOURNAL={settings.journal!r}: {exc}") from None
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    hook = load_hook(settings.hook) if isinstance(settings.hook, str) else settings.hook
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s")
+    dispatcher = Dispatcher(
+        journal=_journal(),
+        hook=hook,
+        retry=RetryPolicy(settings.retry_schedule),
+        hook_timeout=settings.hook_timeout,
+    )
+    run_until_signalled(dispatcher, parent=args.parent)
+    return 0
+
+
+def _events(args: argparse.Namespace) -> int:
+    for stored in _journal().events(args.state, args.limit):
+        print(json.dumps(_event_json(stored)) if args.json else _event_line(stored))
+    return 0
+
+
+def _event_json(stored: StoredEvent) -> dict[str, object]:
+    event = stored.event
+    return {
+        "id": stored.id,
+        "message_id": stored.message_id,
+        "event_type": event.event_type,
+        "event_time": event.event_time.isoformat() if event.event_time else None,
+        "hit_type_id": event.hit_type_id,
+        "hit_id": event.hit_id,
+        "assignment_id": event.assignment_id,
+        "version": event.version,
+        "state": stored.state,
+        "attempts": stored.attempts,
+        "last_error": stored.last_error,
+        "duplicate_of": stored.duplicate_of,
+    }
+
+
+def _event_line(stored: StoredEvent) -> str:
+    event = stored.event
+    extra = f" duplicate_of={stored.duplicate_of}" if stored.duplicate_of else ""
+    error = f" last_error={stored.last_error!r}" if stored.last_error else ""
+    return (
+        f"{stored.id:>8} {stored.state:<9} attempts={stored.attempts} {event.event_type:<22}"
+        f" hit={event.hit_id or '-'} assignment={event.assignment_id or '-'}{extra}{error}"
+    )
+
+
+def _redeliver(args: argparse.Namespace) -> int:
+    if bool(args.ids) == bool(args.dead):
+        raise ConfigError("redeliver takes event ids or --dead (one of the two)")
+    journal = _journal()
+    if args.dead:
+        print(f"{journal.redeliver_dead()} dead event(s) put back in line")
+        return 0
+    try:
+        ids = journal.redeliver(args.ids)
+    except KeyError as exc:
+        missing = ", ".join(str(i) for i in exc.args[0])
+        raise ConfigError(
+            f"no event to redeliver with id {missing} (unknown, or a duplicate); nothing changed"
+        ) from None
+    print(f"{len(ids)} event(s) put back in line: {', '.join(map(str, ids))}")
+    return 0
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d|w)?\s*$")
+_UNITS = {None: 1, "s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> float:
+    """``30d``, ``12h``, ``90m``, ``45s`` or plain seconds, as seconds."""
+    match = _DURATION.match(text)
+    if match is None:
+        raise ConfigError(f"--older-than {text!r} is not a duration such as 30d, 12h, 90m or 45s")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def _purge(args: argparse.Namespace) -> int:
+    deleted = _journal().purge_delivered(parse_duration(args.older_than))
+    print(f"{deleted} delivered event(s) older than {args.older_than} deleted")
+    return 0
 
 
 def _send(args: argparse.Namespace) -> int:

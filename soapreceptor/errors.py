@@ -17,6 +17,7 @@ The hierarchy::
         ├── EnvelopeVersionMismatch  VersionMismatch (SOAP 1.1: not a SOAP 1.1 envelope)
         ├── MustUnderstand           MustUnderstand (SOAP 1.1: a header we cannot honour)
         └── ServerFault              "Server..." faultcodes: the receptor is at fault
+            └── JournalUnavailable   Server.JournalUnavailable: the message could not be stored
 
 A fault's ``faultstring`` is shown to whoever sent the message, so it never
 contains a secret, a traceback or an internal path.
@@ -122,7 +123,7 @@ class ServerFault(NotifyFault):
     faultcode = "Server"
 
 
-class HookFailed(ServerFault):
-    """The user's hook raised while handling an accepted message."""
+class JournalUnavailable(ServerFault):
+    """The journal could not store the message, so it was not accepted."""
 
-    faultcode = "Server.HookFailed"
+    faultcode = "Server.JournalUnavailable"

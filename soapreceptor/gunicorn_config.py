@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import subprocess
+import sys
+from typing import Any
 
 # Where to listen (SOAPRECEPTOR_BIND): host:port, or unix:/path for a proxy.
 bind = [os.environ.get("SOAPRECEPTOR_BIND", "").strip() or "127.0.0.1:8080"]
@@ -65,3 +68,32 @@ logconfig_dict = {
         "gunicorn.access": {"level": "WARNING", "handlers": ["stderr"], "propagate": False},
     },
 }
+
+
+# The embedded dispatcher: one process beside the workers that hands journaled
+# events to the hook (SOAPRECEPTOR_DISPATCHER=off to run `soapreceptor dispatch`
+# elsewhere). It is the master's child and exits if the master goes away.
+_dispatcher: subprocess.Popen[bytes] | None = None
+
+
+def when_ready(server: Any) -> None:
+    """Start the embedded dispatcher once the master is listening."""
+    global _dispatcher  # noqa: PLW0603 (gunicorn hooks are module functions)
+    if os.environ.get("SOAPRECEPTOR_DISPATCHER", "embedded").strip().lower() == "off":
+        server.log.info("soapreceptor: no embedded dispatcher (SOAPRECEPTOR_DISPATCHER=off)")
+        return
+    command = [sys.executable, "-m", "soapreceptor.cli", "dispatch", "--parent", str(os.getpid())]
+    _dispatcher = subprocess.Popen(command)  # noqa: S603 (our own interpreter and module)
+    server.log.info("soapreceptor: dispatcher started (pid %s)", _dispatcher.pid)
+
+
+def on_exit(server: Any) -> None:
+    """Stop the embedded dispatcher with the master; it finishes the event in hand first."""
+    if _dispatcher is None or _dispatcher.poll() is not None:
+        return
+    _dispatcher.terminate()
+    try:
+        _dispatcher.wait(timeout=graceful_timeout)
+    except subprocess.TimeoutExpired:
+        _dispatcher.kill()
+        _dispatcher.wait()

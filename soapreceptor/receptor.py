@@ -1,8 +1,10 @@
-"""What happens to a parsed notification: judged by the policy, then each event handed to the hook.
+"""What happens to a parsed notification: judged by the policy, then stored in the journal.
 
 No HTTP and no spyne here: the service calls :meth:`Receptor.handle` with a
-:class:`Notification`, and gets back normally (accepted) or a
-:class:`~soapreceptor.errors.NotifyFault` (refused).
+:class:`Notification` and how it arrived, and gets back normally (accepted
+and durably stored) or a :class:`~soapreceptor.errors.NotifyFault` (refused).
+The user's hook never runs here: the dispatcher hands stored events on, so
+a slow or failing hook cannot slow or fail the answer to MTurk.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import errors
-from .hooks import Hook
+from .journal import Arrival, Journal, JournalError, Recorded
 from .model import Notification
 from .policy import Policy
 
@@ -29,37 +31,21 @@ def utc_now() -> dt.datetime:
 
 @dataclass(frozen=True)
 class Receptor:
-    """Accepts or refuses notifications and hands accepted events to ``hook``.
-
-    The hook runs inside the request, once per event, in message order; if it
-    raises, the caller gets a ``Server.HookFailed`` fault (MTurk does not
-    retry, so the failure is logged with every event that was not handled).
-    """
+    """Accepts or refuses notifications, and stores the accepted ones before the answer goes out."""
 
     policy: Policy
-    hook: Hook
+    journal: Journal
     clock: Clock = utc_now
 
-    def handle(self, notification: Notification, request_id: str = "-") -> None:
-        """Judge ``notification`` and deliver its events, or raise the fault that refuses it."""
-        self.policy.check(notification, self.clock())
-        for index, event in enumerate(notification.events, start=1):
-            try:
-                self.hook(event)
-            except Exception:
-                logger.exception(
-                    "request %s: the hook failed on event %d of %d (%s hit=%s assignment=%s); "
-                    "events %d to %d were not handled",
-                    request_id,
-                    index,
-                    len(notification.events),
-                    event.event_type,
-                    event.hit_id,
-                    event.assignment_id,
-                    index,
-                    len(notification.events),
-                )
-                raise errors.HookFailed(
-                    f"the receptor's hook failed on event {index} of {len(notification.events)}; "
-                    f"its log has the details under request id {request_id}"
-                ) from None
+    def handle(self, notification: Notification, arrival: Arrival) -> Recorded:
+        """Judge ``notification`` and commit it to the journal, or raise the fault that refuses it."""
+        now = self.clock()
+        self.policy.check(notification, now)
+        try:
+            return self.journal.record(notification, arrival, now.timestamp())
+        except JournalError as exc:
+            logger.error("request %s: not accepted, the journal failed: %s", arrival.request_id, exc)
+            raise errors.JournalUnavailable(
+                "the receptor could not store the notification, so it was not accepted; "
+                f"its log has the details under request id {arrival.request_id}"
+            ) from None

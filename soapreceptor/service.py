@@ -40,7 +40,8 @@ _XSD: Final[str] = "http://www.w3.org/2001/XMLSchema"
 #: The WSGI environ key where the service leaves what it learnt about the request (for the access log).
 ENVIRON_KEY: Final[str] = "soapreceptor.request"
 
-Handler = Callable[[Notification, dict[str, Any]], None]
+#: Called with the parsed notification, the request body as received, and the WSGI environ.
+Handler = Callable[[Notification, bytes, dict[str, Any]], None]
 
 logger = logging.getLogger("soapreceptor")
 
@@ -112,7 +113,7 @@ def build_application(version: str, handler: Handler | None = None) -> Applicati
             try:
                 if handler is None:
                     raise errors.ServerFault("this service only describes the contract")
-                handler(ctx.udc, environ)
+                handler(ctx.udc.notification, ctx.udc.body, environ)
             except errors.NotifyFault as fault:
                 raise _WireFault(fault) from None
             except Exception:
@@ -136,6 +137,16 @@ def build_application(version: str, handler: Handler | None = None) -> Applicati
     return app
 
 
+class _Incoming:
+    """What NotifyProtocol read from the request, kept in spyne's per-request ``ctx.udc``."""
+
+    __slots__ = ("body", "notification")
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self.notification: Notification | None = None
+
+
 class _WireFault(Fault):
     """Carries a :class:`~soapreceptor.errors.NotifyFault` through spyne's Fault-only error paths."""
 
@@ -154,6 +165,7 @@ class NotifyProtocol(Soap11):
 
     def create_in_document(self, ctx: Any, charset: str | None = None) -> None:
         body = b"".join(chunk if isinstance(chunk, bytes) else chunk.encode("utf-8") for chunk in ctx.in_string)
+        ctx.udc = _Incoming(body)
         try:
             ctx.in_document = wire.parse_envelope(body)
         except errors.NotifyFault as fault:
@@ -163,7 +175,7 @@ class NotifyProtocol(Soap11):
         environ = ctx.transport.req_env
         try:
             header, notify = wire.split_envelope(ctx.in_document)
-            ctx.udc = wire.read_notify(notify, header=header, soap_action=environ.get("HTTP_SOAPACTION"))
+            ctx.udc.notification = wire.read_notify(notify, header=header, soap_action=environ.get("HTTP_SOAPACTION"))
         except errors.NotifyFault as fault:
             raise _WireFault(fault) from None
         ctx.in_header_doc = header
@@ -184,7 +196,7 @@ class NotifyProtocol(Soap11):
         info = ctx.transport.req_env.setdefault(ENVIRON_KEY, {})
         if error is None:
             info["outcome"] = "accepted"
-            ctx.out_string = [wire.render_response(ctx.udc.version)]
+            ctx.out_string = [wire.render_response(ctx.udc.notification.version)]
             return
         if isinstance(error, _WireFault):
             fault = error.cause

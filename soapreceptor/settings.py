@@ -11,6 +11,12 @@
 ``SOAPRECEPTOR_TIMESTAMP_TOLERANCE``  freshness window in seconds either way; 0 turns it off (300)
 ``SOAPRECEPTOR_ACCEPT_UNSIGNED`` ``1`` to accept a missing, empty or ``DEPRECATED`` Signature (``0``)
 ``SOAPRECEPTOR_BIND``            where gunicorn listens (``127.0.0.1:8080``)
+``SOAPRECEPTOR_JOURNAL``         the SQLite journal file (``./soapreceptor.db``)
+``SOAPRECEPTOR_DISPATCHER``      ``embedded`` (default): gunicorn runs a dispatcher beside its
+                                 workers; ``off``: run ``soapreceptor dispatch`` yourself
+``SOAPRECEPTOR_RETRY_SCHEDULE``  seconds before each retry of a failing hook, comma-separated
+                                 (default ``5,300,1800,7200,18000,36000,36000``)
+``SOAPRECEPTOR_HOOK_TIMEOUT``    seconds one hook call may take (30)
 ===============================  ==========================================================
 """
 
@@ -22,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from .dispatch import DEFAULT_HOOK_TIMEOUT, DEFAULT_SCHEDULE, parse_schedule
 from .errors import ConfigError
 from .hooks import DEFAULT_HOOK, Hook
 from .signature import Keyring
@@ -29,6 +36,8 @@ from .signature import Keyring
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8080/"
 DEFAULT_BIND = "127.0.0.1:8080"
 DEFAULT_TOLERANCE = 300.0
+DEFAULT_JOURNAL = "soapreceptor.db"
+DISPATCHER_MODES = ("embedded", "off")
 
 
 @dataclass(frozen=True)
@@ -41,23 +50,37 @@ class Settings:
     timestamp_tolerance: float = DEFAULT_TOLERANCE
     accept_unsigned: bool = False
     bind: str = DEFAULT_BIND
+    journal: str = DEFAULT_JOURNAL
+    dispatcher: str = "embedded"
+    retry_schedule: tuple[float, ...] = DEFAULT_SCHEDULE
+    hook_timeout: float = DEFAULT_HOOK_TIMEOUT
 
     def __post_init__(self) -> None:
-        if not self.keyring and not self.accept_unsigned:
-            raise ConfigError(
-                "no secret is configured: set SOAPRECEPTOR_SECRET (or SOAPRECEPTOR_SECRET_FILE) to the AWS "
-                "secret access key your notifications are signed with, or set SOAPRECEPTOR_ACCEPT_UNSIGNED=1 "
-                "to accept unsigned notifications"
-            )
         if self.timestamp_tolerance < 0:
             raise ConfigError(
                 "SOAPRECEPTOR_TIMESTAMP_TOLERANCE must be 0 (off) or a number of seconds, "
                 f"not {self.timestamp_tolerance}"
             )
+        if self.dispatcher not in DISPATCHER_MODES:
+            modes = ", ".join(DISPATCHER_MODES)
+            raise ConfigError(f"SOAPRECEPTOR_DISPATCHER={self.dispatcher!r} must be one of {modes}")
+        if self.hook_timeout <= 0:
+            raise ConfigError(
+                f"SOAPRECEPTOR_HOOK_TIMEOUT must be a positive number of seconds, not {self.hook_timeout:g}"
+            )
         parts = urlsplit(self.public_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ConfigError(
                 f"SOAPRECEPTOR_PUBLIC_URL={self.public_url!r} is not an http(s) URL such as https://example.org/mturk"
+            )
+
+    def require_secret(self) -> None:
+        """Raise :class:`ConfigError` unless a receptor could check signatures (or was told not to)."""
+        if not self.keyring and not self.accept_unsigned:
+            raise ConfigError(
+                "no secret is configured: set SOAPRECEPTOR_SECRET (or SOAPRECEPTOR_SECRET_FILE) to the AWS "
+                "secret access key your notifications are signed with, or set SOAPRECEPTOR_ACCEPT_UNSIGNED=1 "
+                "to accept unsigned notifications"
             )
 
     @property
@@ -81,6 +104,10 @@ class Settings:
             timestamp_tolerance=_number(env, "SOAPRECEPTOR_TIMESTAMP_TOLERANCE", DEFAULT_TOLERANCE),
             accept_unsigned=_flag(env, "SOAPRECEPTOR_ACCEPT_UNSIGNED"),
             bind=env.get("SOAPRECEPTOR_BIND", "").strip() or DEFAULT_BIND,
+            journal=env.get("SOAPRECEPTOR_JOURNAL", "").strip() or DEFAULT_JOURNAL,
+            dispatcher=env.get("SOAPRECEPTOR_DISPATCHER", "").strip().lower() or "embedded",
+            retry_schedule=_schedule(env),
+            hook_timeout=_number(env, "SOAPRECEPTOR_HOOK_TIMEOUT", DEFAULT_HOOK_TIMEOUT),
         )
 
 
@@ -106,6 +133,16 @@ def _number(env: Mapping[str, str], name: str, default: float) -> float:
         return float(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a number of seconds") from None
+
+
+def _schedule(env: Mapping[str, str]) -> tuple[float, ...]:
+    raw = env.get("SOAPRECEPTOR_RETRY_SCHEDULE", "").strip()
+    if not raw:
+        return DEFAULT_SCHEDULE
+    try:
+        return parse_schedule(raw)
+    except ValueError as exc:
+        raise ConfigError(f"SOAPRECEPTOR_RETRY_SCHEDULE: {exc}") from None
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:

@@ -23,6 +23,7 @@ from spyne.server.wsgi import WsgiApplication
 from . import errors, versions, wire
 from .errors import ConfigError
 from .hooks import load_hook
+from .journal import Arrival, Journal, JournalError
 from .model import Notification
 from .policy import Policy
 from .receptor import Clock, Receptor, utc_now
@@ -50,11 +51,18 @@ class ReceptorApp:
         self.wsdls: dict[str, bytes] = {v: build_wsdl(v, settings.public_url) for v in versions.VERSIONS}
         self.soap = WsgiApplication(build_application(versions.DEFAULT_VERSION, handler=self._handle))
 
-    def _handle(self, notification: Notification, environ: dict[str, Any]) -> None:
+    def _handle(self, notification: Notification, body: bytes, environ: dict[str, Any]) -> None:
         info = environ.setdefault(ENVIRON_KEY, {})
         info["version"] = notification.version
         info["events"] = len(notification.events)
-        self.receptor.handle(notification, info.get("request_id", "-"))
+        arrival = Arrival(
+            body=body,
+            request_id=info.get("request_id"),
+            remote_addr=environ.get("REMOTE_ADDR"),
+            soap_action=environ.get("HTTP_SOAPACTION"),
+        )
+        recorded = self.receptor.handle(notification, arrival)
+        info["duplicates"] = recorded.duplicates
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         started = time.perf_counter()
@@ -78,13 +86,14 @@ class ReceptorApp:
             info["outcome"] = fault.faultcode
             body = [self._fault_response(respond, "500 Internal Server Error", fault, exc_info=sys.exc_info())]
         access_log.info(
-            "request_id=%s method=%s path=%s status=%s version=%s events=%s outcome=%s duration_ms=%.1f",
+            "request_id=%s method=%s path=%s status=%s version=%s events=%s duplicates=%s outcome=%s duration_ms=%.1f",
             request_id,
             environ.get("REQUEST_METHOD"),
             environ.get("PATH_INFO"),
             status_seen[-1].split(" ", 1)[0] if status_seen else "-",
             info.get("version", "-"),
             info.get("events", "-"),
+            info.get("duplicates", "-"),
             info.get("outcome", "-"),
             (time.perf_counter() - started) * 1000,
         )
@@ -155,13 +164,21 @@ def create_app(settings: Settings | None = None, *, clock: Clock = utc_now) -> R
     at its first request must not start.
     """
     settings = Settings.from_env() if settings is None else settings
-    hook = load_hook(settings.hook) if isinstance(settings.hook, str) else settings.hook
+    settings.require_secret()
+    # The hook runs in the dispatcher, but a hook that cannot be loaded must
+    # stop the receptor now, not be found out at the first event.
+    if isinstance(settings.hook, str):
+        load_hook(settings.hook)
     policy = Policy(
         keyring=settings.keyring,
         tolerance=settings.timestamp_tolerance,
         accept_unsigned=settings.accept_unsigned,
     )
-    return ReceptorApp(settings, Receptor(policy=policy, hook=hook, clock=clock))
+    try:
+        journal = Journal(settings.journal).open()
+    except JournalError as exc:
+        raise ConfigError(f"SOAPRECEPTOR_JOURNAL={settings.journal!r}: {exc}") from None
+    return ReceptorApp(settings, Receptor(policy=policy, journal=journal, clock=clock))
 
 
 def __getattr__(name: str) -> ReceptorApp:

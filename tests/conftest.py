@@ -10,6 +10,12 @@ import pytest
 from tests.support import Server
 
 
+@pytest.fixture(autouse=True)
+def _in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run each test in its own directory, so the default journal (./soapreceptor.db) never lands in the checkout."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture
 def server_factory(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     """Start real gunicorn receptors; every one started is stopped when the test ends."""

@@ -1,0 +1,194 @@
+"""The dispatcher: journal -> the user's hook, one event at a time, at least once, with retries.
+
+A dispatcher claims the oldest due event (a lease, so that no two dispatchers
+deliver the same event at once, and so that an event claimed by a dispatcher
+that died is taken again when the lease runs out), calls the hook with a
+time limit, and records the outcome: delivered, or failed and due again after
+a backoff, or dead after the last attempt.
+
+The default schedule follows Svix's: retries 5 s, 5 min, 30 min, 2 h, 5 h,
+10 h and 10 h after the previous attempt (eight attempts in all, about 28 hours),
+each delay spread by +-20 % jitter so that a burst of failures does not come
+back as a burst.
+
+Under gunicorn the receptor starts one dispatcher process beside its workers
+(see ``gunicorn_config``); ``soapreceptor dispatch`` runs one on its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import signal
+import socket
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Final
+
+from .hooks import Hook
+from .journal import Journal, JournalError, StoredEvent
+
+logger = logging.getLogger("soapreceptor.dispatch")
+
+#: Seconds to wait before each retry (the first attempt is immediate).
+DEFAULT_SCHEDULE: Final[tuple[float, ...]] = (5, 300, 1800, 7200, 18000, 36000, 36000)
+DEFAULT_HOOK_TIMEOUT: Final[float] = 30.0
+JITTER: Final[float] = 0.2
+
+
+class HookTimeout(Exception):
+    """The hook ran past its time limit."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When to try a failed event again, and when to give up."""
+
+    schedule: tuple[float, ...] = DEFAULT_SCHEDULE
+    jitter: float = JITTER
+
+    @property
+    def max_attempts(self) -> int:
+        return len(self.schedule) + 1
+
+    def next_delay(self, attempts: int, rng: random.Random) -> float | None:
+        """Seconds until the next attempt after ``attempts`` failed ones; None when there is none."""
+        if attempts > len(self.schedule):
+            return None
+        base = self.schedule[attempts - 1]
+        return max(0.0, base * (1 + rng.uniform(-self.jitter, self.jitter)))
+
+
+def parse_schedule(text: str) -> tuple[float, ...]:
+    """Read ``SOAPRECEPTOR_RETRY_SCHEDULE``: comma-separated seconds, e.g. ``5,300,1800``."""
+    try:
+        delays = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ValueError(f"{text!r} is not a comma-separated list of seconds, e.g. 5,300,1800") from None
+    if any(delay < 0 for delay in delays):
+        raise ValueError(f"{text!r} has a negative delay")
+    return delays
+
+
+@dataclass
+class Dispatcher:
+    """Delivers journaled events to ``hook``. Call :meth:`run` (a loop) or :meth:`step` (one event)."""
+
+    journal: Journal
+    hook: Hook
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    hook_timeout: float = DEFAULT_HOOK_TIMEOUT
+    idle_wait: float = 0.1
+    owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{random.getrandbits(32):08x}")
+    rng: random.Random = field(default_factory=random.Random)
+    clock: Callable[[], float] = time.time
+    stopping: bool = False
+
+    @property
+    def lease(self) -> float:
+        # Longer than any attempt may take, so a live dispatcher never loses its claim.
+        return self.hook_timeout * 2 + 30
+
+    def step(self) -> StoredEvent | None:
+        """Claim and deliver one due event; return it (as claimed), or None if none was due."""
+        claimed = self.journal.claim(self.owner, self.lease, self.clock())
+        if claimed is None:
+            return None
+        event = claimed.event
+        try:
+            with _time_limit(self.hook_timeout):
+                self.hook(event)
+        except Exception as exc:
+            error = _describe(exc)
+            delay = self.retry.next_delay(claimed.attempts, self.rng)
+            retry_at = None if delay is None else self.clock() + delay
+            self.journal.failed(claimed.id, self.owner, error, retry_at, self.clock())
+            if retry_at is None:
+                logger.error(
+                    "event %d (%s hit=%s assignment=%s) is dead after %d attempts: %s",
+                    claimed.id, event.event_type, event.hit_id, event.assignment_id, claimed.attempts, error,
+                )  # fmt: skip
+            else:
+                logger.warning(
+                    "event %d (%s) failed attempt %d of %d, next in %.0f s: %s",
+                    claimed.id, event.event_type, claimed.attempts, self.retry.max_attempts, delay, error,
+                )  # fmt: skip
+            return claimed
+        if not self.journal.delivered(claimed.id, self.owner, self.clock()):
+            logger.warning("event %d was delivered but its lease had passed to another dispatcher", claimed.id)
+        return claimed
+
+    def run(self, should_continue: Callable[[], bool] = lambda: True) -> None:
+        """Deliver events until :meth:`stop` is called or ``should_continue`` returns False."""
+        logger.info("dispatcher %s started on %s", self.owner, self.journal.path)
+        while not self.stopping and should_continue():
+            try:
+                if self.step() is None:
+                    time.sleep(self.idle_wait)
+            except JournalError as exc:
+                # A full disk or a long lock is not the end: wait and try again.
+                logger.error("dispatcher: %s; retrying in 1 s", exc)
+                time.sleep(1.0)
+        logger.info("dispatcher %s stopped", self.owner)
+
+    def stop(self) -> None:
+        self.stopping = True
+
+
+def _describe(exc: BaseException) -> str:
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+    return f"{type(exc).__name__}: {exc}{where}"[:2000]
+
+
+class _time_limit:  # noqa: N801 (used as a context manager, like a function)
+    """Raise :class:`HookTimeout` in the main thread if the block runs longer than ``seconds``.
+
+    SIGALRM interrupts Python code and blocking system calls; a hook stuck
+    inside a C extension that never returns to Python cannot be interrupted,
+    and then its lease runs out and another dispatcher may take the event.
+    Outside the main thread (no signals there) the limit is not enforced.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.armed = False
+
+    def __enter__(self) -> None:
+        if self.seconds > 0 and _in_main_thread():
+            self.previous = signal.signal(signal.SIGALRM, self._expired)
+            signal.setitimer(signal.ITIMER_REAL, self.seconds)
+            self.armed = True
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.armed:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, self.previous)
+
+    def _expired(self, signum: int, frame: FrameType | None) -> None:
+        raise HookTimeout(f"the hook ran longer than {self.seconds:g} s")
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def run_until_signalled(dispatcher: Dispatcher, parent: int | None = None) -> None:
+    """Run ``dispatcher`` until SIGTERM/SIGINT, or until process ``parent`` is gone.
+
+    The embedded dispatcher is given its gunicorn master as ``parent``: if the
+    master is killed (even with SIGKILL), the dispatcher notices and exits
+    instead of living on as an orphan beside the next master's own.
+    """
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        dispatcher.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    dispatcher.run(lambda: parent is None or os.getppid() == parent)
