@@ -1,0 +1,137 @@
+"""The dispatcher: at least once, in order, retries on the schedule, dead letters, time limits."""
+
+from __future__ import annotations
+
+import itertools
+import random
+import time
+from pathlib import Path
+
+import pytest
+
+from soapreceptor import Event, wire
+from soapreceptor.dispatch import DEFAULT_SCHEDULE, Dispatcher, RetryPolicy, parse_schedule
+from soapreceptor.journal import Arrival, Journal
+from tests.support import ACCEPTED_EVENT, amazon_envelope
+
+
+class Clock:
+    """A clock the test moves by hand, so that hours of backoff take no time."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def journal(tmp_path: Path) -> Journal:
+    journal = Journal(tmp_path / "journal.db").open()
+    events = [{**ACCEPTED_EVENT, "AssignmentId": f"A{i}"} for i in range(5)]
+    body = amazon_envelope(events=events)
+    journal.record(wire.parse_notify(body), Arrival(body), now=1_000_000_000.0)
+    return journal
+
+
+def drain(dispatcher: Dispatcher, clock: Clock, limit: int = 100) -> None:
+    """Run the dispatcher until nothing is pending, jumping the clock to each retry."""
+    for _ in range(limit):
+        if dispatcher.step() is None:
+            pending = dispatcher.journal.events("pending")
+            if not pending:
+                return
+            clock.now = max(clock.now, min(p.next_attempt_at or clock.now for p in pending))
+    raise AssertionError("the journal did not drain")
+
+
+def test_default_schedule_is_svix_like() -> None:
+    assert DEFAULT_SCHEDULE == (5, 300, 1800, 7200, 18000, 36000, 36000)
+    assert RetryPolicy().max_attempts == 8
+
+
+def test_delays_follow_the_schedule_with_bounded_jitter() -> None:
+    policy = RetryPolicy((5, 300, 1800))
+    rng = random.Random(7)
+    for attempts, base in ((1, 5), (2, 300), (3, 1800)):
+        delays = [policy.next_delay(attempts, rng) for _ in range(200)]
+        assert all(d is not None and base * 0.8 <= d <= base * 1.2 for d in delays)
+        assert len(set(delays)) > 1  # jittered, not fixed
+    assert policy.next_delay(4, rng) is None
+
+
+def test_parse_schedule() -> None:
+    assert parse_schedule("0.5, 2,10") == (0.5, 2.0, 10.0)
+    with pytest.raises(ValueError, match="seconds"):
+        parse_schedule("5,soon")
+    with pytest.raises(ValueError, match="negative"):
+        parse_schedule("5,-1")
+
+
+def test_every_event_once_in_arrival_order(journal: Journal) -> None:
+    seen: list[Event] = []
+    clock = Clock()
+    drain(Dispatcher(journal, seen.append, clock=clock), clock)
+    assert [e.assignment_id for e in seen] == [f"A{i}" for i in range(5)]
+    assert {(s.state, s.attempts) for s in journal.events()} == {("delivered", 1)}
+
+
+def test_a_failing_hook_is_retried_on_the_schedule_until_it_succeeds(journal: Journal) -> None:
+    failures = {"A1": 2, "A3": 1}
+    calls: list[tuple[str | None, float]] = []
+    clock = Clock()
+
+    def flaky(event: Event) -> None:
+        calls.append((event.assignment_id, clock.now))
+        if failures.get(event.assignment_id or "", 0) > 0:
+            failures[event.assignment_id or ""] -= 1
+            raise ConnectionError("downstream is down")
+
+    dispatcher = Dispatcher(journal, flaky, retry=RetryPolicy((10, 100), jitter=0.0), clock=clock)
+    drain(dispatcher, clock)
+    attempts = {s.event.assignment_id: s.attempts for s in journal.events()}
+    assert attempts == {"A0": 1, "A1": 3, "A2": 1, "A3": 2, "A4": 1}
+    a1 = [t for a, t in calls if a == "A1"]
+    assert [round(b - a) for a, b in itertools.pairwise(a1)] == [10, 100]
+    assert {s.state for s in journal.events()} == {"delivered"}
+    # Other events were not held up behind the failing one.
+    assert [a for a, _ in calls][:5] == ["A0", "A1", "A2", "A3", "A4"]
+
+
+def test_an_always_failing_hook_leaves_dead_events_with_their_last_error(journal: Journal) -> None:
+    def broken(event: Event) -> None:
+        raise ValueError(f"cannot handle {event.assignment_id}")
+
+    clock = Clock()
+    drain(Dispatcher(journal, broken, retry=RetryPolicy((1, 1)), clock=clock), clock)
+    dead = journal.events("dead")
+    assert len(dead) == 5
+    assert all(d.attempts == 3 for d in dead)
+    assert dead[0].last_error is not None
+    assert dead[0].last_error.startswith("ValueError: cannot handle A0 (at ")
+    # Fixed hook, events put back in line: delivered.
+    journal.redeliver_dead(clock.now)
+    seen: list[Event] = []
+    drain(Dispatcher(journal, seen.append, clock=clock), clock)
+    assert len(seen) == 5
+
+
+def test_each_attempt_is_bounded_by_the_hook_timeout(journal: Journal) -> None:
+    def stuck(event: Event) -> None:
+        time.sleep(120)
+
+    dispatcher = Dispatcher(journal, stuck, retry=RetryPolicy((1,)), hook_timeout=0.2)
+    claimed = dispatcher.step()
+    assert claimed is not None
+    stored = journal.get(claimed.id)
+    assert stored is not None
+    assert stored.last_error is not None
+    assert stored.last_error.startswith("HookTimeout: the hook ran longer than 0.2 s")
+    assert stored.state == "pending"  # retried later
+
+
+def test_run_stops_when_asked(journal: Journal) -> None:
+    seen: list[Event] = []
+    dispatcher = Dispatcher(journal, seen.append, idle_wait=0.01)
+    dispatcher.run(lambda: len(seen) < 5 or bool(journal.events("pending")))
+    assert len(seen) == 5

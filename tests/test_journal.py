@@ -1,0 +1,187 @@
+"""The SQLite journal: durable settings, duplicates, claims and leases, operators' changes."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from soapreceptor import wire
+from soapreceptor.journal import Arrival, Journal, JournalError, dedup_key
+from soapreceptor.model import Notification
+from tests.support import ACCEPTED_EVENT, amazon_envelope
+
+T0 = 1_000_000_000.0
+
+
+def message(*assignments: str, timestamp: str = "2006-05-23T23:22:30Z") -> tuple[Notification, Arrival]:
+    events = [{**ACCEPTED_EVENT, "AssignmentId": a} for a in assignments] or [ACCEPTED_EVENT]
+    body = amazon_envelope(events=events, timestamp=timestamp)
+    return wire.parse_notify(body), Arrival(body=body, request_id="r1", remote_addr="127.0.0.1")
+
+
+@pytest.fixture
+def journal(tmp_path: Path) -> Journal:
+    return Journal(tmp_path / "journal.db").open()
+
+
+def test_durable_settings(journal: Journal) -> None:
+    conn = sqlite3.connect(journal.path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    # synchronous is per connection: check the journal's own.
+    assert journal._connection().execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+def test_record_keeps_the_raw_message_and_its_events_in_order(journal: Journal) -> None:
+    notification, arrival = message("A1", "A2", "A3")
+    recorded = journal.record(notification, arrival, T0)
+    assert (recorded.pending, recorded.duplicates, recorded.duplicate_message) == (3, 0, False)
+    stored = journal.events()
+    assert [s.event for s in stored] == list(notification.events)
+    assert {s.state for s in stored} == {"pending"}
+    row = sqlite3.connect(journal.path).execute("SELECT body, timestamp, signature, version FROM messages").fetchone()
+    assert row == (arrival.body, "2006-05-23T23:22:30Z", "SCKBAzx2/Kt3aYqRcDjBAqOSm+o=", "2006-05-05")
+
+
+def test_the_same_message_again_is_a_duplicate(journal: Journal) -> None:
+    notification, arrival = message("A1", "A2")
+    journal.record(notification, arrival, T0)
+    again = journal.record(notification, arrival, T0 + 1)
+    assert (again.pending, again.duplicates, again.duplicate_message) == (0, 2, True)
+    first, second = journal.events("pending"), journal.events("duplicate")
+    assert [d.duplicate_of for d in second] == [f.id for f in first]
+    assert journal.counts() == {"pending": 2, "delivered": 0, "dead": 0, "duplicate": 2}
+
+
+def test_the_same_event_in_another_message_is_a_duplicate(journal: Journal) -> None:
+    journal.record(*message("A1", "A2"), T0)
+    recorded = journal.record(*message("A2", "A3"), T0)
+    assert (recorded.pending, recorded.duplicates, recorded.duplicate_message) == (1, 1, False)
+    assert [s.event.assignment_id for s in journal.events("pending")] == ["A1", "A2", "A3"]
+
+
+def test_two_messages_with_the_same_timestamp_and_signature_are_both_kept(journal: Journal) -> None:
+    # The signature covers only the Timestamp: two messages sent in the same
+    # second share Timestamp and Signature and are still two messages.
+    first, second = message("A1"), message("B1")
+    assert (first[0].timestamp, first[0].signature) == (second[0].timestamp, second[0].signature)
+    journal.record(*first, T0)
+    journal.record(*second, T0)
+    assert [s.event.assignment_id for s in journal.events("pending")] == ["A1", "B1"]
+
+
+def test_events_without_event_time_are_never_taken_for_duplicates(journal: Journal) -> None:
+    body = amazon_envelope(events=[{"EventType": "Ping"}, {"EventType": "Ping"}])
+    assert dedup_key(wire.parse_notify(body).events[0]) is None
+    journal.record(wire.parse_notify(body), Arrival(body), T0)
+    body2 = body.replace(b"<Version>", b"<!-- another --><Version>")
+    journal.record(wire.parse_notify(body2), Arrival(body2), T0)
+    assert len(journal.events("pending")) == 4
+
+
+def test_claims_take_the_oldest_due_event_under_a_lease(journal: Journal) -> None:
+    journal.record(*message("A1", "A2"), T0)
+    first = journal.claim("one", lease=60, now=T0)
+    second = journal.claim("two", lease=60, now=T0)
+    assert first is not None
+    assert second is not None
+    assert (first.event.assignment_id, first.attempts) == ("A1", 1)
+    assert second.event.assignment_id == "A2"
+    assert journal.claim("three", lease=60, now=T0) is None  # both leased
+    # The holder of the first died: its lease runs out and another takes the event.
+    retaken = journal.claim("three", lease=60, now=T0 + 61)
+    assert retaken is not None
+    assert (retaken.id, retaken.attempts) == (first.id, 2)
+    assert not journal.delivered(first.id, "one", T0 + 62)  # "one" lost its claim
+    assert journal.delivered(first.id, "three", T0 + 62)
+
+
+def test_failed_attempts_wait_for_their_retry_and_then_die(journal: Journal) -> None:
+    journal.record(*message("A1"), T0)
+    claimed = journal.claim("d", 60, T0)
+    assert claimed is not None
+    assert journal.failed(claimed.id, "d", "RuntimeError: boom", retry_at=T0 + 5, now=T0)
+    assert journal.claim("d", 60, T0 + 4) is None
+    again = journal.claim("d", 60, T0 + 5)
+    assert again is not None
+    assert again.attempts == 2
+    assert journal.failed(again.id, "d", "RuntimeError: still", retry_at=None, now=T0 + 5)
+    (dead,) = journal.events("dead")
+    assert (dead.attempts, dead.last_error) == (2, "RuntimeError: still")
+
+
+def test_redeliver(journal: Journal) -> None:
+    journal.record(*message("A1", "A2"), T0)
+    journal.record(*message("A1"), T0)  # a duplicate of A1
+    one, two = (journal.claim("d", 60, T0) for _ in range(2))
+    assert one is not None
+    assert two is not None
+    journal.delivered(one.id, "d", T0)
+    journal.failed(two.id, "d", "boom", None, T0)
+    assert journal.redeliver_dead(T0) == 1
+    assert journal.redeliver([one.id], T0) == [one.id]
+    assert {s.id: (s.state, s.attempts) for s in journal.events("pending")} == {
+        one.id: ("pending", 0),
+        two.id: ("pending", 0),
+    }
+    duplicate = journal.events("duplicate")[0].id
+    with pytest.raises(KeyError) as caught:
+        journal.redeliver([one.id, 424242, duplicate], T0)
+    assert caught.value.args[0] == [424242, duplicate]
+
+
+def test_purge_delivered(journal: Journal) -> None:
+    journal.record(*message("A1", "A2"), T0)
+    journal.record(*message("A1"), T0)  # duplicate of A1, goes with it
+    claimed = journal.claim("d", 60, T0)
+    assert claimed is not None
+    journal.delivered(claimed.id, "d", T0)
+    assert journal.purge_delivered(older_than=3600, now=T0 + 60) == 0
+    assert journal.purge_delivered(older_than=3600, now=T0 + 3601) == 1
+    assert [(s.event.assignment_id, s.state) for s in journal.events()] == [("A2", "pending")]
+    messages = sqlite3.connect(journal.path).execute("SELECT COUNT(*) FROM messages").fetchone()[0]
+    assert messages == 1
+
+
+def test_unknown_state_is_refused(journal: Journal) -> None:
+    with pytest.raises(ValueError, match="unknown state"):
+        journal.events("lost")
+
+
+def test_a_full_journal_raises_and_keeps_what_it_had(journal: Journal) -> None:
+    journal.record(*message("A1"), T0)
+    # SQLite's own page limit stands in for a full disk here; the gunicorn
+    # tests put a journal on a real, tiny filesystem.
+    journal._connection().execute("PRAGMA max_page_count = 1")
+    big = amazon_envelope(events=[{**ACCEPTED_EVENT, "AssignmentId": "X" * 200_000}])
+    with pytest.raises(JournalError, match="full"):
+        journal.record(wire.parse_notify(big), Arrival(big), T0)
+    assert [s.event.assignment_id for s in journal.events()] == ["A1"]
+
+
+def test_an_unopenable_journal_says_where(tmp_path: Path) -> None:
+    with pytest.raises(JournalError, match="cannot open the journal"):
+        Journal(tmp_path / "missing-dir" / "journal.db").open()
+
+
+def _record_many(path: str, worker: int, count: int) -> None:
+    journal = Journal(path)
+    for n in range(count):
+        journal.record(*message(f"W{worker}-{n}"))
+
+
+def test_several_processes_share_one_journal(tmp_path: Path) -> None:
+    path = str(tmp_path / "shared.db")
+    Journal(path).open()
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_record_many, args=(path, w, 40)) for w in range(4)]
+    for process in workers:
+        process.start()
+    for process in workers:
+        process.join(timeout=120)
+        assert process.exitcode == 0
+    stored = Journal(path).events("pending")
+    assert len(stored) == 160
+    assert len({s.event.assignment_id for s in stored}) == 160
