@@ -18,7 +18,7 @@ from pathlib import Path
 
 from . import __version__, versions
 from .contract import wsdl_path, wsdl_with_address
-from .dispatch import Dispatcher, RetryPolicy, run_until_signalled
+from .dispatch import Dispatcher, RetryPolicy, supervise
 from .errors import ConfigError, SendError
 from .hooks import load_hook
 from .journal import STATES, Journal, JournalError, StoredEvent
@@ -173,14 +173,18 @@ def _dispatch(args: argparse.Namespace) -> int:
     hook = load_hook(settings.hook) if isinstance(settings.hook, str) else settings.hook
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s")
-    dispatcher = Dispatcher(
-        journal=_journal(),
-        hook=hook,
-        retry=RetryPolicy(settings.retry_schedule),
-        hook_timeout=settings.hook_timeout,
-    )
-    run_until_signalled(dispatcher, parent=args.parent)
-    return 0
+    journal = _journal()  # checked here, so a bad path is one clear line and exit 2
+
+    def make_dispatcher() -> Dispatcher:
+        return Dispatcher(
+            journal=Journal(journal.path),
+            hook=hook,
+            retry=RetryPolicy(settings.retry_schedule),
+            hook_timeout=settings.hook_timeout,
+        )
+
+    journal.close()
+    return supervise(make_dispatcher, parent=args.parent)
 
 
 def _events(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ Under gunicorn the receptor starts one dispatcher process beside its workers
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -84,7 +85,7 @@ class Dispatcher:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     hook_timeout: float = DEFAULT_HOOK_TIMEOUT
     idle_wait: float = 0.1
-    owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{random.getrandbits(32):08x}")
+    owner: str = field(default_factory=lambda: f"{owner_prefix(os.getpid())}{random.getrandbits(32):08x}")
     rng: random.Random = field(default_factory=random.Random)
     clock: Callable[[], float] = time.time
     stopping: bool = False
@@ -100,6 +101,12 @@ class Dispatcher:
         if claimed is None:
             return None
         event = claimed.event
+        if claimed.attempts > self.retry.max_attempts:
+            # Earlier attempts ended with the dispatcher itself dying (the
+            # supervisor freed the claim): give up as after any last attempt.
+            self.journal.failed(claimed.id, self.owner, claimed.last_error or "the dispatcher died", None, self.clock())
+            logger.error("event %d is dead: its dispatcher died during each of its attempts", claimed.id)
+            return claimed
         try:
             with _time_limit(self.hook_timeout):
                 self.hook(event)
@@ -192,3 +199,87 @@ def run_until_signalled(dispatcher: Dispatcher, parent: int | None = None) -> No
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     dispatcher.run(lambda: parent is None or os.getppid() == parent)
+
+
+def owner_prefix(pid: int) -> str:
+    """The start of the lease owner name of a dispatcher running as process ``pid`` on this host."""
+    return f"{socket.gethostname()}:{pid}:"
+
+
+def supervise(make_dispatcher: Callable[[], Dispatcher], parent: int | None = None) -> int:
+    """Run a dispatcher in a child process and start a new one whenever it dies.
+
+    A hook can take its process down in ways no ``except`` catches (a crash in
+    a C extension, ``os._exit``, the kernel's OOM killer). The events are safe
+    in the journal either way, but nothing would deliver them until the next
+    restart; so the dispatcher runs in a child, restarted after 1 s, then up to
+    30 s if it keeps dying. Returns when SIGTERM/SIGINT arrives or ``parent``
+    is gone (the child is stopped first, and finishes the event in hand).
+    """
+    stopping = False
+    child = 0
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        if child:
+            os.kill(child, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    supervisor = os.getpid()
+    journal = make_dispatcher().journal
+    delay = 1.0
+    while not stopping and (parent is None or os.getppid() == parent):
+        child = os.fork()
+        if child == 0:  # pragma: no cover (runs in the child; covered by the gunicorn tests)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            code = 0
+            try:
+                run_until_signalled(make_dispatcher(), parent=supervisor)
+            except BaseException:
+                logger.exception("dispatcher crashed")
+                code = 1
+            os._exit(code)
+        started = time.monotonic()
+        status = _wait_child(child, lambda: stopping or (parent is not None and os.getppid() != parent))
+        died, child = child, 0
+        if os.WIFSIGNALED(status) or os.waitstatus_to_exitcode(status) != 0:
+            # The event in hand when it died is not lost: free its claim now
+            # rather than when the lease runs out, with the cause as its error.
+            try:
+                freed = journal.release(owner_prefix(died), f"the dispatcher process died: {_exit_reason(status)}")
+                if freed:
+                    logger.error("freed %d event(s) claimed by the dead dispatcher %d", freed, died)
+            except JournalError as exc:
+                logger.error("could not free the claims of the dead dispatcher %d: %s", died, exc)
+        if stopping or (parent is not None and os.getppid() != parent):
+            break
+        if time.monotonic() - started > 60:
+            delay = 1.0  # it ran a good while: this is not a crash loop
+        logger.error("the dispatcher process exited (%s); starting another in %.0f s", _exit_reason(status), delay)
+        end = time.monotonic() + delay
+        while not stopping and time.monotonic() < end:
+            time.sleep(0.1)
+        delay = min(delay * 2, 30.0)
+    return 0
+
+
+def _wait_child(pid: int, give_up: Callable[[], bool]) -> int:
+    """Wait for child ``pid``; if ``give_up()`` turns true first, stop it and wait for that."""
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        if give_up():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            return os.waitpid(pid, 0)[1]
+        time.sleep(0.1)
+
+
+def _exit_reason(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"killed by signal {os.WTERMSIG(status)}"
+    return f"exit status {os.waitstatus_to_exitcode(status)}"

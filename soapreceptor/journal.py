@@ -335,6 +335,21 @@ class Journal:
             )
             return cursor.rowcount == 1
 
+    def release(self, owner_prefix: str, error: str, now: float | None = None) -> int:
+        """Free the claims of a dispatcher known to be dead (owners starting with ``owner_prefix``).
+
+        The attempt it was making stays counted, with ``error`` as its outcome.
+        Returns how many claims were freed.
+        """
+        now = time.time() if now is None else now
+        pattern = owner_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        with self._write() as conn:
+            return conn.execute(
+                "UPDATE events SET lease_owner = NULL, lease_expires = NULL, last_error = ?, updated_at = ?"
+                " WHERE state = 'pending' AND lease_owner LIKE ? ESCAPE '\\'",
+                (error, now, pattern),
+            ).rowcount
+
     # -- operators' side --------------------------------------------------------
 
     def get(self, event_id: int) -> StoredEvent | None:

@@ -35,3 +35,13 @@ def fail(event: Event) -> None:
 
 
 NOT_CALLABLE = 42
+
+
+def crash_once(event: Event) -> None:
+    """Kill the whole process the first time it sees an event, as a crashing C extension would; then record."""
+    marker = f"{os.environ['SOAPRECEPTOR_TEST_EVENTS']}.crashed-{event.assignment_id}"
+    if not os.path.exists(marker):
+        with open(marker, "w", encoding="utf-8"):
+            pass
+        os._exit(7)
+    record(event)

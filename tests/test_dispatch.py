@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import json
+import os
 import random
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -12,7 +16,7 @@ import pytest
 from soapreceptor import Event, wire
 from soapreceptor.dispatch import DEFAULT_SCHEDULE, Dispatcher, RetryPolicy, parse_schedule
 from soapreceptor.journal import Arrival, Journal
-from tests.support import ACCEPTED_EVENT, amazon_envelope
+from tests.support import ACCEPTED_EVENT, DEADLINE, REPO, amazon_envelope, wait_for
 
 
 class Clock:
@@ -135,3 +139,31 @@ def test_run_stops_when_asked(journal: Journal) -> None:
     dispatcher = Dispatcher(journal, seen.append, idle_wait=0.01)
     dispatcher.run(lambda: len(seen) < 5 or bool(journal.events("pending")))
     assert len(seen) == 5
+
+
+def test_a_dispatcher_that_dies_is_replaced_and_its_event_retried(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "crash.db").open()
+    body = amazon_envelope(events=[{**ACCEPTED_EVENT, "AssignmentId": f"A{i}"} for i in range(3)])
+    journal.record(wire.parse_notify(body), Arrival(body))
+    events_file = tmp_path / "events.jsonl"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("SOAPRECEPTOR_")},
+        "PYTHONPATH": str(REPO),
+        "SOAPRECEPTOR_JOURNAL": str(journal.path),
+        "SOAPRECEPTOR_HOOK": "tests.recording_hook:crash_once",
+        "SOAPRECEPTOR_TEST_EVENTS": str(events_file),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "soapreceptor.cli", "dispatch"], env=env, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        wait_for(lambda: {s.state for s in journal.events()} == {"delivered"}, "every event delivered")
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=DEADLINE)
+    assert process.returncode == 0, stderr
+    # Each event killed its dispatcher once: three replacements, every event then delivered exactly once.
+    assert stderr.count("the dispatcher process exited (exit status 7)") == 3
+    recorded = [json.loads(line)["assignment_id"] for line in events_file.read_text().splitlines()]
+    assert recorded == ["A0", "A1", "A2"]
+    assert all(s.attempts == 2 for s in journal.events())

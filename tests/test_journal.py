@@ -185,3 +185,20 @@ def test_several_processes_share_one_journal(tmp_path: Path) -> None:
     stored = Journal(path).events("pending")
     assert len(stored) == 160
     assert len({s.event.assignment_id for s in stored}) == 160
+
+
+def test_release_frees_only_the_dead_dispatchers_claims(journal: Journal) -> None:
+    journal.record(*message("A1", "A2"), T0)
+    mine = journal.claim("host:41:abcd", 60, T0)
+    other = journal.claim("host:411:ef01", 60, T0)
+    assert mine is not None
+    assert other is not None
+    assert journal.release("host:41:", "the dispatcher process died: killed by signal 9", T0) == 1
+    retaken = journal.claim("host:99:0000", 60, T0)
+    assert retaken is not None
+    assert (retaken.id, retaken.attempts, retaken.last_error) == (
+        mine.id,
+        2,
+        "the dispatcher process died: killed by signal 9",
+    )
+    assert journal.claim("host:99:0000", 60, T0) is None  # "host:411:" still holds its claim
