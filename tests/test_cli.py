@@ -1,0 +1,196 @@
+"""The ``soapreceptor`` console script, run as a subprocess: send, serve and wsdl, and their exit statuses."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from lxml import etree
+
+from tests import support
+from tests.support import Server, amazon_envelope, post
+
+# The console script pip installed next to the interpreter running the tests.
+SCRIPT = Path(sys.executable).parent / "soapreceptor"
+VERSIONS = ("2006-05-05", "2006-08-23", "2006-10-31")
+WSDL = "http://schemas.xmlsoap.org/wsdl/"
+WSDL_SOAP = "http://schemas.xmlsoap.org/wsdl/soap/"
+
+ServerFactory = Callable[..., Server]
+
+
+def cli_env(**settings: str) -> dict[str, str]:
+    """The test's environment without any SOAPRECEPTOR_* setting, plus ``settings``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SOAPRECEPTOR_")}
+    return {**env, **settings}
+
+
+def soapreceptor(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run the console script to completion (bounded by support.DEADLINE)."""
+    assert SCRIPT.is_file(), f"{SCRIPT} is missing: install the project with pip install -e ."
+    return subprocess.run(
+        [str(SCRIPT), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=support.DEADLINE, check=False
+    )
+
+
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A loopback port that refuses connections: bound (so nobody else takes it) but not listening."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
+# --- send -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_send_delivers_its_events(server_factory: ServerFactory, tmp_path: Path, version: str) -> None:
+    """``send --event ... --version V`` signs with SOAPRECEPTOR_SECRET, exits 0, says accepted; both events arrive."""
+    server = server_factory({})
+
+    result = soapreceptor(
+        "send",
+        "--url",
+        server.url,
+        "--event",
+        "AssignmentAccepted:T:H:A",
+        "--event",
+        "Ping",
+        "--version",
+        version,
+        env=cli_env(SOAPRECEPTOR_SECRET=support.KEY_2),
+        cwd=tmp_path,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "accepted" in result.stdout
+    assert f"version {version}" in result.stdout
+    seen = server.wait_for_events(2)
+    assert [(r["event_type"], r["hit_type_id"], r["hit_id"], r["assignment_id"], r["version"]) for r in seen] == [
+        ("AssignmentAccepted", "T", "H", "A", version),
+        ("Ping", None, None, None, version),
+    ]
+
+
+def test_send_with_the_wrong_secret_exits_1_with_the_faultcode(server_factory: ServerFactory, tmp_path: Path) -> None:
+    """A refusal is exit status 1 and the faultcode on stdout; --secret overrides SOAPRECEPTOR_SECRET."""
+    server = server_factory({})
+
+    result = soapreceptor(
+        "send",
+        "--url",
+        server.url,
+        "--event",
+        "Ping",
+        "--secret",
+        support.KEY_1,
+        env=cli_env(SOAPRECEPTOR_SECRET=support.KEY_2),
+        cwd=tmp_path,
+    )
+
+    assert result.returncode == 1, result.stderr
+    assert "Client.SignatureMismatch" in result.stdout
+    # The hook is called in arrival order: once a later, accepted event is through, the refused one never will be.
+    later = ("send", "--url", server.url, "--event", "HITExpired:T:LATER")
+    assert soapreceptor(*later, env=cli_env(SOAPRECEPTOR_SECRET=support.KEY_2), cwd=tmp_path).returncode == 0
+    assert [event["hit_id"] for event in server.wait_for_events(1)] == ["LATER"]
+
+
+def test_send_to_a_closed_port_exits_3_without_a_traceback(closed_port: int, tmp_path: Path) -> None:
+    """No receptor listening: exit status 3 and one ``soapreceptor:`` line naming the URL."""
+    url = f"http://127.0.0.1:{closed_port}/"
+
+    result = soapreceptor(
+        "send", "--url", url, "--event", "Ping", env=cli_env(SOAPRECEPTOR_SECRET=support.KEY_2), cwd=tmp_path
+    )
+
+    assert result.returncode == 3, result.stderr
+    assert result.stderr.startswith(f"soapreceptor: could not post to {url}")
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        pytest.param(
+            ("--event", "A:B"),
+            {"SOAPRECEPTOR_SECRET": support.KEY_2},
+            "soapreceptor: --event 'A:B' is not TYPE, TYPE:HITTypeId:HITId or TYPE:HITTypeId:HITId:AssignmentId",
+            id="bad-event",
+        ),
+        pytest.param(
+            ("--event", "Ping"),
+            {},
+            "soapreceptor: no signing key: pass --secret or set SOAPRECEPTOR_SECRET or SOAPRECEPTOR_SECRET_FILE",
+            id="no-secret",
+        ),
+    ],
+)
+def test_send_usage_errors_exit_2(
+    closed_port: int, tmp_path: Path, args: tuple[str, ...], env: dict[str, str], message: str
+) -> None:
+    """A malformed ``--event`` or no signing key is exit status 2 with one clear line, before any network."""
+    result = soapreceptor("send", "--url", f"http://127.0.0.1:{closed_port}/", *args, env=cli_env(**env), cwd=tmp_path)
+
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == message
+    assert result.stdout == ""
+
+
+# --- serve ------------------------------------------------------------------------------------------
+
+
+def test_serve_runs_gunicorn_with_the_given_bind_and_workers(tmp_path: Path) -> None:
+    """``serve --bind 127.0.0.1:0 --workers 1`` overrides SOAPRECEPTOR_BIND/WORKERS and serves Notify calls."""
+    server = Server(
+        workdir=tmp_path / "serve",
+        # If --bind or --workers were ignored, gunicorn would use these instead.
+        env={"SOAPRECEPTOR_BIND": f"unix:{tmp_path / 'ignored.sock'}", "SOAPRECEPTOR_TIMESTAMP_TOLERANCE": "0"},
+        workers=3,
+        command=[str(SCRIPT), "serve", "--bind", "127.0.0.1:0", "--workers", "1"],
+    )
+    try:
+        server.start()  # waits for "Listening at: http://..." in its output, then for /healthz
+        answer = post(server.url, amazon_envelope())
+        assert answer.status == 200, answer.body
+        assert [event["hit_id"] for event in server.wait_for_events(1)] == [support.ACCEPTED_EVENT["HITId"]]
+    finally:
+        server.stop()
+    assert server.process is not None
+    assert server.process.returncode == 0
+    # Counted once gunicorn has stopped: it spawns all its workers before it handles SIGTERM.
+    assert server.log().count("Booting worker") == 1, server.log()
+
+
+def test_serve_with_a_bad_hook_exits_2_before_starting_gunicorn(tmp_path: Path) -> None:
+    """A hook that cannot be imported is one ``soapreceptor: SOAPRECEPTOR_HOOK=...`` line and exit status 2."""
+    env = Server(workdir=tmp_path, env={"SOAPRECEPTOR_HOOK": "tests.nonexistent:nope"}).full_env()
+
+    result = soapreceptor("serve", "--bind", "127.0.0.1:0", "--workers", "1", env=env, cwd=tmp_path)
+
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("soapreceptor: SOAPRECEPTOR_HOOK='tests.nonexistent:nope': cannot import module")
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert "gunicorn" not in result.stderr + result.stdout
+
+
+# --- wsdl -------------------------------------------------------------------------------------------
+
+
+def test_wsdl_prints_the_version_contract_with_the_given_address(tmp_path: Path) -> None:
+    """``wsdl --version 2006-08-23 --url URL`` prints that version's WSDL, well-formed, with soap:address = URL."""
+    result = soapreceptor(
+        "wsdl", "--version", "2006-08-23", "--url", "https://example.org/mturk", env=cli_env(), cwd=tmp_path
+    )
+
+    assert result.returncode == 0, result.stderr
+    root = etree.fromstring(result.stdout.encode("utf-8"))
+    assert root.tag == f"{{{WSDL}}}definitions"
+    assert root.get("targetNamespace") == "http://requester.mturk.amazonaws.com/doc/2006-08-23"
+    assert [a.get("location") for a in root.iter(f"{{{WSDL_SOAP}}}address")] == ["https://example.org/mturk"]
