@@ -46,7 +46,9 @@ def load_hook(spec: str) -> Hook:
                 f"SOAPRECEPTOR_HOOK={spec!r}: module {module_name!r} has no attribute {attribute!r}"
             ) from None
     if not callable(target):
-        raise ConfigError(f"SOAPRECEPTOR_HOOK={spec!r}: {attribute!r} is a {type(target).__name__}, not a callable")
+        raise ConfigError(
+            f"SOAPRECEPTOR_HOOK={spec!r}: {attribute!r} is not callable (it is of type {type(target).__name__})"
+        )
     return target
 
 

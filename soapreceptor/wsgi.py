@@ -83,8 +83,8 @@ class ReceptorApp:
             fault = errors.ServerFault(
                 f"internal error; the receptor's log has the details under request id {request_id}"
             )
-            info["outcome"] = fault.faultcode
-            body = [self._fault_response(respond, "500 Internal Server Error", fault, exc_info=sys.exc_info())]
+            info.pop("outcome", None)
+            body = [self._fault_response(info, respond, "500 Internal Server Error", fault, exc_info=sys.exc_info())]
         access_log.info(
             "request_id=%s method=%s path=%s status=%s version=%s events=%s duplicates=%s outcome=%s duration_ms=%.1f",
             request_id,
@@ -105,51 +105,57 @@ class ReceptorApp:
         info = environ[ENVIRON_KEY]
         if path == "/healthz" and path != self.path:
             if method not in ("GET", "HEAD"):
-                return self._not_allowed(respond, "GET, HEAD", f"{path} answers GET only")
+                return self._not_allowed(info, respond, "GET, HEAD", f"{path} answers GET only")
             respond("200 OK", [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", "3")])
             info["outcome"] = "healthy"
             return [b"ok\n"]
         if path != self.path:
-            info["outcome"] = "not-found"
             fault = errors.ClientFault(f"no service at {path}; Notify is served at {self.path}")
-            return [self._fault_response(respond, "404 Not Found", fault)]
+            return [self._fault_response(info, respond, "404 Not Found", fault)]
         if method == "POST":
             answer: Iterable[bytes] = self.soap(environ, respond)
             return answer
         if method in ("GET", "HEAD"):
             query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
             if any(key.lower() == "wsdl" for key in query):
-                return self._wsdl(respond, query, method)
+                return self._wsdl(info, respond, query, method)
             return self._not_allowed(
+                info,
                 respond,
                 "POST, GET",
                 f"{self.path} is a SOAP endpoint: POST a Notify call, or GET {self.path}?wsdl for its contract",
             )
-        return self._not_allowed(respond, "POST, GET", f"{method} is not supported; POST a Notify call")
+        return self._not_allowed(info, respond, "POST, GET", f"{method} is not supported; POST a Notify call")
 
-    def _wsdl(self, respond: StartResponse, query: dict[str, list[str]], method: str) -> Iterable[bytes]:
+    def _wsdl(
+        self, info: dict[str, Any], respond: StartResponse, query: dict[str, list[str]], method: str
+    ) -> Iterable[bytes]:
         version = (query.get("version") or [versions.DEFAULT_VERSION])[0]
         document = self.wsdls.get(version)
         if document is None:
             fault = errors.UnknownVersion(
                 f"no WSDL for version {version!r}; use ?wsdl&version= with one of {', '.join(versions.VERSIONS)}"
             )
-            return [self._fault_response(respond, "404 Not Found", fault)]
+            return [self._fault_response(info, respond, "404 Not Found", fault)]
+        info["outcome"] = f"wsdl {version}"
         respond("200 OK", [("Content-Type", wire.CONTENT_TYPE), ("Content-Length", str(len(document)))])
         return [b"" if method == "HEAD" else document]
 
-    def _not_allowed(self, respond: StartResponse, allow: str, message: str) -> Iterable[bytes]:
+    def _not_allowed(self, info: dict[str, Any], respond: StartResponse, allow: str, message: str) -> Iterable[bytes]:
         fault = errors.ClientFault(message)
-        return [self._fault_response(respond, "405 Method Not Allowed", fault, extra=[("Allow", allow)])]
+        return [self._fault_response(info, respond, "405 Method Not Allowed", fault, extra=[("Allow", allow)])]
 
     @staticmethod
     def _fault_response(
+        info: dict[str, Any],
         respond: StartResponse,
         status: str,
         fault: errors.NotifyFault,
+        *,
         extra: list[tuple[str, str]] | None = None,
         exc_info: Any = None,
     ) -> bytes:
+        info["outcome"] = fault.faultcode
         body = wire.render_fault(fault)
         headers = [("Content-Type", wire.CONTENT_TYPE), ("Content-Length", str(len(body))), *(extra or [])]
         respond(status, headers, exc_info) if exc_info else respond(status, headers)

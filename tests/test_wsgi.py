@@ -197,6 +197,18 @@ def test_every_answer_has_a_request_id_and_is_logged(caplog: pytest.LogCaptureFi
     assert any("outcome=Client.SignatureMismatch" in line for line in lines)
 
 
+def test_refusals_outside_soap_are_logged_with_their_faultcode(caplog: pytest.LogCaptureFixture) -> None:
+    h = harness()
+    with caplog.at_level(logging.INFO, logger="soapreceptor.access"):
+        h.request("PUT")
+        h.request("GET", query="wsdl&version=1999-01-01")
+        h.request("GET", path="/elsewhere")
+    outcomes = [
+        r.getMessage().split("outcome=")[1].split()[0] for r in caplog.records if r.name == "soapreceptor.access"
+    ]
+    assert outcomes == ["Client", "Client.UnknownVersion", "Client"]
+
+
 def test_wsdl_for_each_version() -> None:
     h = harness(public_url="https://receptor.example.org/mturk")
     default = h.request("GET", path="/mturk", query="wsdl")
