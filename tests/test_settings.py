@@ -100,7 +100,7 @@ def test_load_hook() -> None:
         (":record", "package.module:function"),
         ("tests.no_such_module:record", "cannot import module 'tests.no_such_module'"),
         ("tests.recording_hook:nope", "has no attribute 'nope'"),
-        ("tests.recording_hook:NOT_CALLABLE", "not callable (it is of type int)"),
+        ("tests.recording_hook:NOT_CALLABLE", r"not callable \(it is of type int\)"),
     ],
 )
 def test_bad_hooks_are_reported_at_load(spec: str, fragment: str) -> None:
