@@ -26,6 +26,7 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -143,6 +144,11 @@ class Journal:
         self.path = Path(path)
         self.busy_timeout = busy_timeout
         self._local = threading.local()
+        # Every connection this object opened, with the process that opened it:
+        # closed with the journal, but only in that process (a connection
+        # inherited through fork must never be touched by the child).
+        self._opened: list[tuple[int, sqlite3.Connection]] = []
+        weakref.finalize(self, _close_own, self._opened)
 
     def __repr__(self) -> str:
         return f"<Journal {self.path}>"
@@ -156,6 +162,7 @@ class Journal:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None or getattr(self._local, "owner", None) != owner:
             conn = self._open()
+            self._opened.append((os.getpid(), conn))
             self._local.conn, self._local.owner = conn, owner
         return conn
 
@@ -179,10 +186,9 @@ class Journal:
         return self
 
     def close(self) -> None:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+        """Close the connections this process opened; the journal reopens on next use."""
+        _close_own(self._opened)
+        self._local.conn = None
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -425,6 +431,13 @@ class Journal:
             )
             conn.execute("DELETE FROM messages WHERE id NOT IN (SELECT message_id FROM events)")
             return deleted
+
+
+def _close_own(opened: list[tuple[int, sqlite3.Connection]]) -> None:
+    me = os.getpid()
+    for pid, conn in [entry for entry in opened if entry[0] == me]:
+        conn.close()
+        opened.remove((pid, conn))
 
 
 def _stored(row: sqlite3.Row) -> StoredEvent:

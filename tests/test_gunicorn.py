@@ -386,7 +386,7 @@ def test_wsdl_defaults_to_2006_05_05_and_unknown_versions_get_a_fault(server_fac
         pytest.param(
             {"SOAPRECEPTOR_HOOK": "tests.recording_hook:NOT_CALLABLE"},
             (),
-            "soapreceptor: SOAPRECEPTOR_HOOK='tests.recording_hook:NOT_CALLABLE': 'NOT_CALLABLE' is a",
+            "soapreceptor: SOAPRECEPTOR_HOOK='tests.recording_hook:NOT_CALLABLE': 'NOT_CALLABLE' is not callable",
             id="hook-not-callable",
         ),
         pytest.param(
