@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -22,14 +23,19 @@ def message(*assignments: str, timestamp: str = "2006-05-23T23:22:30Z") -> tuple
     return wire.parse_notify(body), Arrival(body=body, request_id="r1", remote_addr="127.0.0.1")
 
 
+def query(path: Path, sql: str) -> tuple[object, ...]:
+    """One row of ``sql`` over a connection of the test's own, closed at once."""
+    with closing(sqlite3.connect(path)) as conn:
+        return tuple(conn.execute(sql).fetchone())
+
+
 @pytest.fixture
 def journal(tmp_path: Path) -> Journal:
     return Journal(tmp_path / "journal.db").open()
 
 
 def test_durable_settings(journal: Journal) -> None:
-    conn = sqlite3.connect(journal.path)
-    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert query(journal.path, "PRAGMA journal_mode") == ("wal",)
     # synchronous is per connection: check the journal's own.
     assert journal._connection().execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
 
@@ -41,7 +47,7 @@ def test_record_keeps_the_raw_message_and_its_events_in_order(journal: Journal) 
     stored = journal.events()
     assert [s.event for s in stored] == list(notification.events)
     assert {s.state for s in stored} == {"pending"}
-    row = sqlite3.connect(journal.path).execute("SELECT body, timestamp, signature, version FROM messages").fetchone()
+    row = query(journal.path, "SELECT body, timestamp, signature, version FROM messages")
     assert row == (arrival.body, "2006-05-23T23:22:30Z", "SCKBAzx2/Kt3aYqRcDjBAqOSm+o=", "2006-05-05")
 
 
@@ -141,8 +147,7 @@ def test_purge_delivered(journal: Journal) -> None:
     assert journal.purge_delivered(older_than=3600, now=T0 + 60) == 0
     assert journal.purge_delivered(older_than=3600, now=T0 + 3601) == 1
     assert [(s.event.assignment_id, s.state) for s in journal.events()] == [("A2", "pending")]
-    messages = sqlite3.connect(journal.path).execute("SELECT COUNT(*) FROM messages").fetchone()[0]
-    assert messages == 1
+    assert query(journal.path, "SELECT COUNT(*) FROM messages") == (1,)
 
 
 def test_unknown_state_is_refused(journal: Journal) -> None:
