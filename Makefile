@@ -9,11 +9,12 @@ STAMP  := $(VENV)/.installed-stamp
 # Demo settings for `make run` only: a throwaway key, never for production.
 DEMO_SECRET ?= demo-secret-for-make-run-only
 
-.PHONY: help install run test lint typecheck unit clean
+.PHONY: help install run test lint typecheck suite clean
 
 help:
 	@echo "make run    start a receptor on 127.0.0.1:8080 with a demo hook and demo traffic"
 	@echo "make test   lint (ruff), type-check (mypy) and run the whole test suite (pytest)"
+	@echo "make suite  only the test suite; e.g. make suite PYTHON=python3.13 VENV=.venv-3.13"
 	@echo "make clean  remove the virtualenv and caches"
 
 $(STAMP): setup.py pyproject.toml
@@ -37,10 +38,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+suite: $(STAMP)
 	$(BIN)/pytest
 
-test: lint typecheck unit
+test: lint typecheck suite
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache
