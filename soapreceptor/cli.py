@@ -7,6 +7,7 @@ settings or ids; 3 the receptor (or the journal) could not be reached.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import logging
 import os
@@ -22,8 +23,10 @@ from .dispatch import Dispatcher, RetryPolicy, supervise
 from .errors import ConfigError, SendError
 from .hooks import load_hook
 from .journal import STATES, Journal, JournalError, StoredEvent
-from .sender import EventSpec, Sender
+from .sender import VERSION_PLACES, EventSpec, Sender
 from .settings import Settings, read_secret_file
+from .signature import DEPRECATED
+from .timestamps import format_timestamp
 from .wsgi import create_app
 
 EXIT_REFUSED = 1
@@ -99,6 +102,24 @@ def _parser() -> argparse.ArgumentParser:
         "--secret", help="signing key (default: SOAPRECEPTOR_SECRET, or the first of SOAPRECEPTOR_SECRET_FILE)"
     )
     send.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the answer (default 30)")
+    send.add_argument(
+        "--version-in",
+        choices=VERSION_PLACES,
+        default="namespace",
+        help="where the version travels besides the Notify namespace: nowhere else (default), "
+        "a WSDL URL in SOAPAction, or a WSDL URL in a SOAP Header",
+    )
+    faults = send.add_mutually_exclusive_group()
+    faults.add_argument("--wrong-key", action="store_true", help="sign with a key the receptor does not have")
+    faults.add_argument("--unsigned", action="store_true", help="send no Signature element")
+    faults.add_argument(
+        "--deprecated", action="store_true", help="send Signature DEPRECATED, as MTurk did after key deletion"
+    )
+    send.add_argument(
+        "--stale", type=float, nargs="?", const=3600.0, metavar="SECONDS",
+        help="date the Timestamp this many seconds in the past (default 3600)",
+    )  # fmt: skip
+    send.add_argument("--dry-run", action="store_true", help="print the HTTP headers and envelope; send nothing")
     send.set_defaults(run=_send)
 
     wsdl = commands.add_parser("wsdl", help="print a version's WSDL with the receptor's address filled in")
@@ -262,10 +283,27 @@ def _send(args: argparse.Namespace) -> int:
         events = [EventSpec.parse(text) for text in args.event]
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    secret = args.secret or _configured_secret()
-    sender = Sender(args.url, secret, version=args.notification_version, timeout=args.timeout)
+    secret: str | None = None
+    if not (args.unsigned or args.deprecated):
+        secret = args.secret or _configured_secret()
+        if args.wrong_key:
+            secret = "not-" + secret  # a key that differs from the receptor's by construction
+    sender = Sender(
+        args.url, secret, version=args.notification_version, timeout=args.timeout, version_in=args.version_in
+    )
+    timestamp = None
+    if args.stale is not None:
+        timestamp = format_timestamp(dt.datetime.now(dt.UTC) - dt.timedelta(seconds=args.stale))
+    signature = DEPRECATED if args.deprecated else None
+    if args.dry_run:
+        for name, value in sender.headers().items():
+            print(f"{name}: {value}")
+        print()
+        sys.stdout.flush()
+        sys.stdout.buffer.write(sender.envelope(events, timestamp=timestamp, signature=signature) + b"\n")
+        return 0
     try:
-        result = sender.send(events)
+        result = sender.send(events, timestamp=timestamp, signature=signature)
     except SendError as exc:
         print(f"soapreceptor: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE

@@ -27,6 +27,10 @@ from .timestamps import format_timestamp
 
 _BINDING = "AWSMechanicalTurkRequesterNotificationBinding"
 
+#: Where a message carries its notification version, besides the namespace of ``Notify``
+#: (always) and ``<Version>`` (always): nowhere else, the HTTP SOAPAction, or a SOAP Header.
+VERSION_PLACES = ("namespace", "soapaction", "header")
+
 
 class EventSpec(NamedTuple):
     """One event to send. ``event_time`` defaults to the moment of sending."""
@@ -80,9 +84,13 @@ class Sender:
         version: str = versions.DEFAULT_VERSION,
         timeout: float = 30.0,
         session: requests.Session | None = None,
+        version_in: str = "namespace",
     ) -> None:
+        if version_in not in VERSION_PLACES:
+            raise ValueError(f"version_in must be one of {', '.join(VERSION_PLACES)}, not {version_in!r}")
         self.url = url
         self.version = version
+        self.version_in = version_in
         self._secret = secret
         self._timeout = timeout
         settings = zeep.Settings(strict=True, forbid_dtd=True, forbid_entities=True, forbid_external=True)
@@ -113,7 +121,7 @@ class Sender:
         back (connection refused, time-out, an answer that is not SOAP).
         """
         message = self._message(events, timestamp, signature)
-        headers = {"SOAPAction": f'"{versions.SOAP_ACTION}"', "Content-Type": wire.CONTENT_TYPE}
+        headers = self.headers()
         try:
             response = self._client.transport.post_xml(self.url, message, headers)
         except (requests.RequestException, zeep.exceptions.TransportError) as exc:
@@ -124,6 +132,11 @@ class Sender:
             raise SendError(f"{self.url} answered {exc}") from None
         return SendResult(status=response.status_code, faultcode=faultcode, faultstring=faultstring)
 
+    def headers(self) -> dict[str, str]:
+        """The HTTP headers each call carries, as an Axis 1.x client (MTurk's) sent them."""
+        action = versions.wsdl_url(self.version) if self.version_in == "soapaction" else versions.SOAP_ACTION
+        return {"SOAPAction": f'"{action}"', "Content-Type": wire.CONTENT_TYPE}
+
     def _message(self, events: Sequence[EventSpec], timestamp: str | None, signature: str | None) -> Any:
         if not events:
             raise ValueError("a Notify call carries at least one event")
@@ -131,9 +144,17 @@ class Sender:
         timestamp = format_timestamp(now) if timestamp is None else timestamp
         if signature is None and self._secret is not None:
             signature = sign(self._secret, timestamp)
+        soap_headers = []
+        if self.version_in == "header":
+            # A header block whose text is the WSDL URL: how Amazon describes
+            # "the version in the message header as part of the WSDL URL".
+            block = etree.Element(f"{{{versions.namespace(self.version)}}}WSDL")
+            block.text = versions.wsdl_url(self.version)
+            soap_headers.append(block)
         return self._client.create_message(
             self._service,
             versions.OPERATION,
+            _soapheaders=soap_headers or None,
             Signature=signature,
             # Passed as text so that zeep sends exactly the string that was signed.
             Timestamp=timestamp,
