@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from soapreceptor import fixtures
+
 REPO = Path(__file__).resolve().parent.parent
 
 # protocol.md section 4's test vectors.
@@ -57,29 +59,15 @@ def amazon_envelope(
     events: Iterable[Mapping[str, str]] = (ACCEPTED_EVENT,),
     header: str | None = None,
 ) -> bytes:
-    """A Notify call in the exact shape of Amazon's documented example (protocol.md section 3).
-
-    ``signature=None`` leaves the element out; ``header`` is put verbatim in a SOAP Header.
-    """
-    lines = [
-        '<?xml version="1.0" encoding="UTF-8"?>',
-        '<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"',
-        '    xmlns:xsd="http://www.w3.org/2001/XMLSchema"',
-        '    xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">',
-    ]
-    if header is not None:
-        lines.append(f"  <soapenv:Header>{header}</soapenv:Header>")
-    lines += ["  <soapenv:Body>", f'    <Notify xmlns="http://requester.mturk.amazonaws.com/doc/{version}">']
-    if signature is not None:
-        lines.append(f"      <Signature>{signature}</Signature>")
-    lines.append(f'      <Timestamp xsi:type="xsd:dateTime">{timestamp}</Timestamp>')
-    lines.append(f"      <Version>{declared_version or version}</Version>")
-    for event in events:
-        lines.append("      <Event>")
-        lines += [f"        <{name}>{value}</{name}>" for name, value in event.items()]
-        lines.append("      </Event>")
-    lines += ["    </Notify>", "  </soapenv:Body>", "</soapenv:Envelope>", ""]
-    return "\n".join(lines).encode("utf-8")
+    """Amazon's documented Notify (protocol.md section 3), by default KEY_2's test vector message."""
+    return fixtures.amazon_envelope(
+        version,
+        signature=signature,
+        timestamp=timestamp,
+        declared_version=declared_version,
+        events=events,
+        header=header,
+    )
 
 
 def wsdl_url(version: str) -> str:
