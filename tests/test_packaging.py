@@ -40,7 +40,16 @@ json.dump(
 
 # What is not part of the project: a build from a copy without these is a build from the sources alone.
 NOT_SOURCES = shutil.ignore_patterns(
-    ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache"
+    ".git",
+    ".venv",
+    ".venv-*",
+    "build",
+    "dist",
+    "*.egg-info",
+    "__pycache__",
+    ".mypy_cache",
+    ".ruff_cache",
+    ".pytest_cache",
 )
 
 
