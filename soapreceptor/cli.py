@@ -1,4 +1,4 @@
-"""The ``soapreceptor`` command: serve, dispatch, send, replay, wsdl, and the journal's events, redeliver, purge.
+"""The ``soapreceptor`` command: serve, dispatch, send, replay, simulate, wsdl; the journal's events, redeliver, purge.
 
 Exit status: 0 success; 1 the receptor refused a message; 2 bad arguments,
 settings or ids; 3 the receptor (or the journal) could not be reached.
@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import __version__, replay, versions
+from . import __version__, replay, simulate, versions
 from .contract import wsdl_path, wsdl_with_address
 from .dispatch import Dispatcher, RetryPolicy, supervise
 from .errors import ConfigError, SendError
@@ -85,6 +85,10 @@ def _parser() -> argparse.ArgumentParser:
     replay_parser = commands.add_parser("replay", help="send recorded fixtures as recorded and check each answer")
     replay.add_arguments(replay_parser)
     replay_parser.set_defaults(run=replay.command)
+
+    simulate_parser = commands.add_parser("simulate", help="play realistic HIT life cycles against a receptor")
+    simulate.add_arguments(simulate_parser)
+    simulate_parser.set_defaults(run=simulate.command)
 
     send = commands.add_parser("send", help="send one signed Notify call, built with zeep from wsdl/")
     send.add_argument("--url", required=True, help="the receptor's URL")
