@@ -223,16 +223,10 @@ def _events(args: argparse.Namespace) -> int:
 
 
 def _event_json(stored: StoredEvent) -> dict[str, object]:
-    event = stored.event
     return {
         "id": stored.id,
         "message_id": stored.message_id,
-        "event_type": event.event_type,
-        "event_time": event.event_time.isoformat() if event.event_time else None,
-        "hit_type_id": event.hit_type_id,
-        "hit_id": event.hit_id,
-        "assignment_id": event.assignment_id,
-        "version": event.version,
+        **stored.event.as_json(),
         "state": stored.state,
         "attempts": stored.attempts,
         "last_error": stored.last_error,

@@ -51,6 +51,17 @@ class Event:
     assignment_id: str | None
     version: str
 
+    def as_json(self) -> dict[str, str | None]:
+        """The event as JSON-ready values (``event_time`` in ISO 8601), keyed by field name."""
+        return {
+            "event_type": self.event_type,
+            "event_time": self.event_time.isoformat() if self.event_time else None,
+            "hit_type_id": self.hit_type_id,
+            "hit_id": self.hit_id,
+            "assignment_id": self.assignment_id,
+            "version": self.version,
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class Notification:

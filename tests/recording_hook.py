@@ -14,17 +14,7 @@ from soapreceptor import Event
 
 def record(event: Event) -> None:
     """Record ``event``."""
-    line = json.dumps(
-        {
-            "event_type": event.event_type,
-            "event_time": event.event_time.isoformat() if event.event_time else None,
-            "hit_type_id": event.hit_type_id,
-            "hit_id": event.hit_id,
-            "assignment_id": event.assignment_id,
-            "version": event.version,
-            "pid": os.getpid(),
-        }
-    )
+    line = json.dumps({**event.as_json(), "pid": os.getpid()})
     with open(os.environ["SOAPRECEPTOR_TEST_EVENTS"], "a", encoding="utf-8") as out:
         out.write(line + "\n")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import os
 import re
@@ -16,7 +17,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from soapreceptor import fixtures
+from lxml import etree
+
+from soapreceptor import Event, fixtures
+from soapreceptor.wsgi import ReceptorApp
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -204,3 +208,65 @@ class Server:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(timeout=DEADLINE)
+
+
+@dataclass
+class Reply:
+    """A WSGI answer: status line, headers, body."""
+
+    status: str
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def code(self) -> int:
+        return int(self.status.split()[0])
+
+    @property
+    def faultcode(self) -> str | None:
+        found = etree.fromstring(self.body).findtext(".//faultcode")
+        return found.partition(":")[2] if found else None
+
+    @property
+    def faultstring(self) -> str:
+        return etree.fromstring(self.body).findtext(".//faultstring") or ""
+
+
+@dataclass
+class Harness:
+    """Calls a receptor's WSGI app in process, as a WSGI server would."""
+
+    app: ReceptorApp
+
+    @property
+    def seen(self) -> list[Event]:
+        """The events the journal holds for the hook (pending delivery)."""
+        return [stored.event for stored in self.app.receptor.journal.events("pending")]
+
+    def request(
+        self, method: str = "POST", body: bytes = b"", path: str = "/", query: str = "", **headers: str
+    ) -> Reply:
+        environ: dict[str, Any] = {
+            "REQUEST_METHOD": method,
+            "PATH_INFO": path,
+            "QUERY_STRING": query,
+            "CONTENT_TYPE": "text/xml; charset=utf-8",
+            "CONTENT_LENGTH": str(len(body)),
+            "wsgi.input": io.BytesIO(body),
+            "SERVER_NAME": "localhost",
+            "SERVER_PORT": "8080",
+            "wsgi.url_scheme": "http",
+        }
+        environ.update({f"HTTP_{name.upper()}": value for name, value in headers.items()})
+        started: list[tuple[str, list[tuple[str, str]]]] = []
+
+        def start_response(status: str, response_headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            started.append((status, response_headers))
+            return lambda data: None
+
+        body_out = b"".join(self.app(environ, start_response))
+        status, response_headers = started[-1]
+        return Reply(status, dict(response_headers), body_out)
+
+    def notify(self, body: bytes, soap_action: str = '"http://soap.amazon.com"') -> Reply:
+        return self.request(body=body, SOAPACTION=soap_action)

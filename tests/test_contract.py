@@ -4,7 +4,6 @@ and every message valid against them is accepted."""
 from __future__ import annotations
 
 import datetime as dt
-import io
 import itertools
 from copy import deepcopy
 from pathlib import Path
@@ -17,8 +16,8 @@ from lxml import etree
 from soapreceptor import Keyring, Settings, versions
 from soapreceptor.contract import wsdl_path, wsdl_with_address
 from soapreceptor.sender import EventSpec, Sender
-from soapreceptor.wsgi import ReceptorApp, create_app
-from tests.support import KEY_2, REPO, amazon_envelope
+from soapreceptor.wsgi import create_app
+from tests.support import KEY_2, REPO, Harness, amazon_envelope
 
 XSD = "http://www.w3.org/2001/XMLSchema"
 SIGNED_AT = dt.datetime(2006, 5, 23, 23, 22, 30, tzinfo=dt.UTC)
@@ -145,23 +144,6 @@ def notify_element(envelope: bytes) -> etree._Element:
     return body[0]
 
 
-def call(app: ReceptorApp, body: bytes) -> tuple[str, bytes]:
-    statuses: list[str] = []
-    environ = {
-        "REQUEST_METHOD": "POST",
-        "PATH_INFO": "/",
-        "QUERY_STRING": "",
-        "CONTENT_TYPE": "text/xml; charset=utf-8",
-        "CONTENT_LENGTH": str(len(body)),
-        "wsgi.input": io.BytesIO(body),
-        "SERVER_NAME": "localhost",
-        "SERVER_PORT": "8080",
-        "wsgi.url_scheme": "http",
-    }
-    answer = b"".join(app(environ, lambda status, headers, exc_info=None: statuses.append(status)))  # type: ignore[arg-type]
-    return statuses[0], answer
-
-
 def message_variants(version: str) -> list[bytes]:
     """Messages that exercise every optional part of the contract, signed and unsigned."""
     variants = []
@@ -184,8 +166,8 @@ def test_every_message_valid_against_the_file_is_accepted(version: str) -> None:
     )
     for body in message_variants(version):
         schema.assertValid(notify_element(body))
-        status, answer = call(app, body)
-        assert status == "200 OK", answer
+        reply = Harness(app).notify(body)
+        assert reply.code == 200, reply.body
 
 
 @pytest.mark.parametrize("version", versions.VERSIONS)
@@ -208,7 +190,7 @@ def test_amazon_shape_and_zeep_built_messages_are_valid_and_accepted_alike(versi
     amazon = amazon_envelope(version)
     for body in (amazon, built):
         schema.assertValid(notify_element(body))
-        assert call(app, body)[0] == "200 OK"
+        assert Harness(app).notify(body).code == 200
     first, second = app.receptor.journal.events()
     assert (first.state, second.state) == ("pending", "duplicate")  # the same event, read alike
     assert first.event == second.event
