@@ -44,7 +44,10 @@ setup(
             "types-requests",
         ],
     },
-    entry_points={"console_scripts": ["soapreceptor = soapreceptor.cli:main"]},
+    entry_points={
+        "console_scripts": ["soapreceptor = soapreceptor.cli:main"],
+        "pytest11": ["soapreceptor = soapreceptor.testing"],
+    },
     classifiers=[
         "Programming Language :: Python :: 3",
         "Programming Language :: Python :: 3.11",
