@@ -17,12 +17,15 @@
 ``SOAPRECEPTOR_RETRY_SCHEDULE``  seconds before each retry of a failing hook, comma-separated
                                  (default ``5,300,1800,7200,18000,36000,36000``)
 ``SOAPRECEPTOR_HOOK_TIMEOUT``    seconds one hook call may take (30)
+``SOAPRECEPTOR_MAX_BODY``        the largest request body accepted, in bytes (262144: 256 KiB)
 ===============================  ==========================================================
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,8 +33,11 @@ from urllib.parse import urlsplit
 
 from .dispatch import DEFAULT_HOOK_TIMEOUT, DEFAULT_SCHEDULE, parse_schedule
 from .errors import ConfigError
+from .gate import DEFAULT_MAX_BODY
 from .hooks import DEFAULT_HOOK, Hook
 from .signature import Keyring
+
+logger = logging.getLogger("soapreceptor")
 
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8080/"
 DEFAULT_BIND = "127.0.0.1:8080"
@@ -54,6 +60,7 @@ class Settings:
     dispatcher: str = "embedded"
     retry_schedule: tuple[float, ...] = DEFAULT_SCHEDULE
     hook_timeout: float = DEFAULT_HOOK_TIMEOUT
+    max_body: int = DEFAULT_MAX_BODY
 
     def __post_init__(self) -> None:
         if self.timestamp_tolerance < 0:
@@ -68,6 +75,8 @@ class Settings:
             raise ConfigError(
                 f"SOAPRECEPTOR_HOOK_TIMEOUT must be a positive number of seconds, not {self.hook_timeout:g}"
             )
+        if self.max_body < 1024:
+            raise ConfigError(f"SOAPRECEPTOR_MAX_BODY must be at least 1024 bytes, not {self.max_body}")
         parts = urlsplit(self.public_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ConfigError(
@@ -108,6 +117,7 @@ class Settings:
             dispatcher=env.get("SOAPRECEPTOR_DISPATCHER", "").strip().lower() or "embedded",
             retry_schedule=_schedule(env),
             hook_timeout=_number(env, "SOAPRECEPTOR_HOOK_TIMEOUT", DEFAULT_HOOK_TIMEOUT),
+            max_body=_bytes(env, "SOAPRECEPTOR_MAX_BODY", DEFAULT_MAX_BODY),
         )
 
 
@@ -119,6 +129,13 @@ def read_secret_file(path: Path) -> list[str]:
         raise ConfigError(f"SOAPRECEPTOR_SECRET_FILE={str(path)!r} cannot be read: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"SOAPRECEPTOR_SECRET_FILE={str(path)!r} is not UTF-8 text") from None
+    mode = path.stat().st_mode
+    if mode & 0o077:
+        logger.warning(
+            "SOAPRECEPTOR_SECRET_FILE=%s can be read by other users (mode %o); chmod 600 it",
+            path,
+            stat.S_IMODE(mode),
+        )
     secrets = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
     if not secrets:
         raise ConfigError(f"SOAPRECEPTOR_SECRET_FILE={str(path)!r} holds no secret (one per line)")
@@ -133,6 +150,15 @@ def _number(env: Mapping[str, str], name: str, default: float) -> float:
         return float(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a number of seconds") from None
+
+
+def _bytes(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit():
+        raise ConfigError(f"{name}={raw!r} is not a whole number of bytes")
+    return int(raw)
 
 
 def _schedule(env: Mapping[str, str]) -> tuple[float, ...]:

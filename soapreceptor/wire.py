@@ -90,6 +90,11 @@ def parse_envelope(body: bytes) -> etree._Element:
     docinfo: Any = root.getroottree().docinfo
     if docinfo.doctype or docinfo.internalDTD is not None:
         raise errors.MalformedMessage("a DOCTYPE is not allowed in a SOAP message")
+    # SOAP 1.1 section 3: "A SOAP message MUST NOT contain Processing Instructions."
+    if any(True for _ in root.iter(etree.PI)) or any(
+        isinstance(node, etree._ProcessingInstruction) for node in root.itersiblings(preceding=True)
+    ):
+        raise errors.MalformedMessage("processing instructions are not allowed in a SOAP message (SOAP 1.1, section 3)")
     return root
 
 
@@ -176,13 +181,15 @@ def read_notify(
             f"<Version> says {_preview(declared)} but the message was sent under version "
             f"{claim.version} ({claim.source})"
         )
-    timestamp = _text(fields["Timestamp"], "Timestamp")
+    timestamp = _signed_text(fields["Timestamp"], "Timestamp")
     try:
         timestamp_value = parse_xsd_datetime(timestamp)
     except ValueError as exc:
         raise errors.MalformedMessage(f"Timestamp: {exc}") from None
     signature_element = fields.get("Signature")
-    signature = None if signature_element is None else _optional_text(signature_element, "Signature")
+    signature = None
+    if signature_element is not None and signature_element.get(_NIL, "").strip() not in ("true", "1"):
+        signature = _signed_text(signature_element, "Signature") or None
 
     if not event_elements:
         raise errors.MalformedMessage("Notify carries no Event; a notification has at least one")
@@ -322,6 +329,17 @@ def _text(element: etree._Element, what: str) -> str:
 
 def _joined_text(element: etree._Element) -> str:
     return "".join(str(part) for part in element.itertext())
+
+
+def _signed_text(element: etree._Element, what: str) -> str:
+    """The text of an element the signature depends on: plain text (CDATA allowed), nothing else.
+
+    A comment inside the Timestamp would leave two readings of "the text as
+    received" (with or without it); MTurk never sent one, so none is accepted.
+    """
+    if len(element):
+        raise errors.MalformedMessage(f"{what} must hold only text, not elements, comments or instructions")
+    return element.text or ""
 
 
 def _optional_text(element: etree._Element, what: str) -> str | None:

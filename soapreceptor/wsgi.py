@@ -10,6 +10,7 @@ the answer carries in ``X-Request-Id``.
 
 from __future__ import annotations
 
+import io
 import logging
 import sys
 import time
@@ -20,7 +21,7 @@ from urllib.parse import parse_qs
 
 from spyne.server.wsgi import WsgiApplication
 
-from . import errors, versions, wire
+from . import errors, gate, versions, wire
 from .errors import ConfigError
 from .hooks import load_hook
 from .journal import Arrival, Journal, JournalError
@@ -49,7 +50,11 @@ class ReceptorApp:
         # workers fork, with the configured public URL (spyne would otherwise
         # take the Host of the first ?wsdl request and cache it per worker).
         self.wsdls: dict[str, bytes] = {v: build_wsdl(v, settings.public_url) for v in versions.VERSIONS}
-        self.soap = WsgiApplication(build_application(versions.DEFAULT_VERSION, handler=self._handle))
+        self.soap = WsgiApplication(
+            build_application(versions.DEFAULT_VERSION, handler=self._handle),
+            # The gate enforces the cap; spyne's own (2 MiB by default) must never be the lower one.
+            max_content_length=settings.max_body + 1,
+        )
 
     def _handle(self, notification: Notification, body: bytes, environ: dict[str, Any]) -> None:
         info = environ.setdefault(ENVIRON_KEY, {})
@@ -113,6 +118,15 @@ class ReceptorApp:
             fault = errors.ClientFault(f"no service at {path}; Notify is served at {self.path}")
             return [self._fault_response(info, respond, "404 Not Found", fault)]
         if method == "POST":
+            try:
+                gate.check_media_type(environ.get("CONTENT_TYPE"))
+                body = gate.read_body(environ["wsgi.input"], environ.get("CONTENT_LENGTH"), self.settings.max_body)
+                gate.check_body(body)
+            except gate.Refused as refusal:
+                return [self._fault_response(info, respond, refusal.status, refusal)]
+            # spyne reads the body again from here: exactly the bytes the gate let in.
+            environ["wsgi.input"] = io.BytesIO(body)
+            environ["CONTENT_LENGTH"] = str(len(body))
             answer: Iterable[bytes] = self.soap(environ, respond)
             return answer
         if method in ("GET", "HEAD"):

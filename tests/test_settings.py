@@ -73,6 +73,18 @@ def test_a_receptor_needs_a_secret_unless_told_otherwise(env: dict[str, str]) ->
     Settings.from_env({**env, "SOAPRECEPTOR_ACCEPT_UNSIGNED": "1"}).require_secret()
 
 
+def test_a_secret_file_others_can_read_is_warned_about(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    secrets = tmp_path / "secrets"
+    secrets.write_text(KEY_1 + "\n")
+    secrets.chmod(0o600)
+    Settings.from_env({"SOAPRECEPTOR_SECRET_FILE": str(secrets)})
+    assert "can be read by other users" not in caplog.text
+    secrets.chmod(0o644)
+    Settings.from_env({"SOAPRECEPTOR_SECRET_FILE": str(secrets)})
+    assert "can be read by other users (mode 644); chmod 600 it" in caplog.text
+    assert KEY_1 not in caplog.text
+
+
 def test_secret_file_without_secrets(tmp_path: Path) -> None:
     empty = tmp_path / "secrets"
     empty.write_text("# nothing yet\n\n")

@@ -134,13 +134,37 @@ def test_prefixed_and_unqualified_children_and_unknown_children() -> None:
 def test_text_with_cdata_and_comments_and_nil() -> None:
     body = amazon_envelope(
         signature="<![CDATA[abc=]]>",
-        timestamp="2006-05-23T23:22:30<!-- c -->Z",
-        events=[{"EventType": "Ping", "HITId": ""}],
-    ).replace(b"<HITId></HITId>", b'<HITId xsi:nil="true"/>')
+        events=[{"EventType": "Ping", "HITId": "H<!-- c -->1", "AssignmentId": ""}],
+    ).replace(b"<AssignmentId></AssignmentId>", b'<AssignmentId xsi:nil="true"/>')
     notification = wire.parse_notify(body)
     assert notification.signature == "abc="
-    assert notification.timestamp == "2006-05-23T23:22:30Z"
-    assert notification.events[0].hit_id is None
+    assert notification.events[0].hit_id == "H1"
+    assert notification.events[0].assignment_id is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        amazon_envelope(timestamp="2006-05-23T23:22:30<!-- c -->Z"),
+        amazon_envelope(signature="SCKBAzx2/Kt3aYqRc<!-- c -->DjBAqOSm+o="),
+        amazon_envelope(signature="<x/>"),
+    ],
+)
+def test_signed_fields_hold_only_text(body: bytes) -> None:
+    with pytest.raises(errors.MalformedMessage, match="only text"):
+        wire.parse_notify(body)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        amazon_envelope().replace(b"<Version>", b"<?evil run?><Version>"),
+        amazon_envelope().replace(b"<soapenv:Envelope", b"<?xml-stylesheet href='x'?><soapenv:Envelope", 1),
+    ],
+)
+def test_processing_instructions_are_refused(body: bytes) -> None:
+    with pytest.raises(errors.MalformedMessage, match="processing instructions"):
+        wire.parse_notify(body)
 
 
 @pytest.mark.parametrize("signature", [None, ""])
