@@ -9,12 +9,13 @@ STAMP  := $(VENV)/.installed-stamp
 # Demo settings for `make run` only: a throwaway key, never for production.
 DEMO_SECRET ?= demo-secret-for-make-run-only
 
-.PHONY: help install run test lint typecheck suite clean
+.PHONY: help install run test lint typecheck suite fuzz clean
 
 help:
 	@echo "make run    start a receptor on 127.0.0.1:8080 with a demo hook and demo traffic"
 	@echo "make test   lint (ruff), type-check (mypy) and run the whole test suite (pytest)"
 	@echo "make suite  only the test suite; e.g. make suite PYTHON=python3.13 VENV=.venv-3.13"
+	@echo "make fuzz   coverage-guided fuzzing of the parser (atheris), FUZZ_SECONDS=600"
 	@echo "make clean  remove the virtualenv and caches"
 
 $(STAMP): setup.py pyproject.toml
@@ -43,5 +44,11 @@ suite: $(STAMP)
 
 test: lint typecheck suite
 
+# Not part of `make test`: a long coverage-guided session. Crashes are saved as crash-* files.
+FUZZ_SECONDS ?= 600
+fuzz: $(STAMP)
+	$(BIN)/python -m pip install --quiet atheris
+	$(BIN)/python tests/fuzz/fuzz_wire.py -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 .fuzz/corpus
+
 clean:
-	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache .fuzz

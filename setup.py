@@ -38,6 +38,7 @@ setup(
     extras_require={
         "test": [
             "pytest>=8",
+            "hypothesis>=6.100",  # property-based tests of the wire parser and the whole app
             "ruff>=0.6",
             "mypy>=1.10",
             "lxml-stubs",

@@ -83,10 +83,17 @@ def parse_envelope(body: bytes) -> etree._Element:
     """Parse ``body`` into its root element with the hardened parser; refuse any DTD."""
     if not body.strip():
         raise errors.MalformedMessage("the request body is empty; expected a SOAP 1.1 envelope")
+    parser = _parser()
     try:
-        root = etree.fromstring(body, _parser())
+        root = etree.fromstring(body, parser)
     except etree.XMLSyntaxError as exc:
         raise errors.MalformedMessage(f"the request body is not well-formed XML: {exc.msg}") from None
+    # libxml2 lets an undeclared prefix through as an error it recovers from
+    # (the tag stays "soapenv:Envelope"); a namespace-less reading of a SOAP
+    # message is no reading at all.
+    for entry in parser.error_log:
+        if entry.domain_name == "NAMESPACE" and entry.level_name in ("ERROR", "FATAL"):
+            raise errors.MalformedMessage(f"the request body is not namespace-well-formed XML: {entry.message}")
     docinfo: Any = root.getroottree().docinfo
     if docinfo.doctype or docinfo.internalDTD is not None:
         raise errors.MalformedMessage("a DOCTYPE is not allowed in a SOAP message")
@@ -350,8 +357,9 @@ def _optional_text(element: etree._Element, what: str) -> str | None:
 
 
 def _show_tag(element: etree._Element) -> str:
-    qname = etree.QName(element)
-    return f"<{qname.localname}> in namespace {qname.namespace!r}" if qname.namespace else f"<{qname.localname}>"
+    tag = str(element.tag)
+    namespace, brace, localname = tag[1:].partition("}") if tag.startswith("{") else ("", "", tag)
+    return f"<{_preview(localname)[1:-1]}> in namespace {namespace!r}" if brace else f"<{_preview(tag)[1:-1]}>"
 
 
 def _qname_ns(tag: str) -> str:

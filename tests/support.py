@@ -244,13 +244,19 @@ class Harness:
         return [stored.event for stored in self.app.receptor.journal.events("pending")]
 
     def request(
-        self, method: str = "POST", body: bytes = b"", path: str = "/", query: str = "", **headers: str
+        self,
+        method: str = "POST",
+        body: bytes = b"",
+        path: str = "/",
+        query: str = "",
+        content_type: str = "text/xml; charset=utf-8",
+        **headers: str,
     ) -> Reply:
         environ: dict[str, Any] = {
             "REQUEST_METHOD": method,
             "PATH_INFO": path,
             "QUERY_STRING": query,
-            "CONTENT_TYPE": "text/xml; charset=utf-8",
+            "CONTENT_TYPE": content_type,
             "CONTENT_LENGTH": str(len(body)),
             "wsgi.input": io.BytesIO(body),
             "SERVER_NAME": "localhost",

@@ -211,6 +211,14 @@ def test_not_a_notify_call(body: bytes, fault: type[errors.NotifyFault], fragmen
         wire.parse_notify(body)
 
 
+def test_undeclared_prefixes_are_refused() -> None:
+    # Found by the fuzzer: libxml2 recovers from an undeclared prefix and
+    # leaves the tag as "soapenv:Envelope", which is no SOAP envelope at all.
+    body = amazon_envelope().replace(b"xmlns:soapenv=", b"xmlns:koapenv=")
+    with pytest.raises(errors.MalformedMessage, match="Namespace prefix soapenv on Envelope is not defined"):
+        wire.parse_notify(body)
+
+
 def test_two_notify_elements() -> None:
     one = amazon_envelope()
     start, end = one.index(b"<Notify"), one.index(b"</Notify>") + len(b"</Notify>")
