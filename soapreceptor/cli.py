@@ -258,7 +258,10 @@ def _redeliver(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"no event to redeliver with id {missing} (unknown, or a duplicate); nothing changed"
         ) from None
-    print(f"{len(ids)} event(s) put back in line: {', '.join(map(str, ids))}")
+    waiting = [i for i in dict.fromkeys(args.ids) if i not in ids]
+    print(f"{len(ids)} event(s) put back in line" + (f": {', '.join(map(str, ids))}" if ids else ""))
+    if waiting:
+        print(f"already waiting for delivery, left as they are: {', '.join(map(str, waiting))}")
     return 0
 
 

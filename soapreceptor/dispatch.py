@@ -229,6 +229,7 @@ def supervise(make_dispatcher: Callable[[], Dispatcher], parent: int | None = No
     signal.signal(signal.SIGINT, stop)
     supervisor = os.getpid()
     journal = make_dispatcher().journal
+    _free_claims_of_dead_dispatchers(journal)
     delay = 1.0
     while not stopping and (parent is None or os.getppid() == parent):
         child = os.fork()
@@ -264,6 +265,35 @@ def supervise(make_dispatcher: Callable[[], Dispatcher], parent: int | None = No
             time.sleep(0.1)
         delay = min(delay * 2, 30.0)
     return 0
+
+
+def _free_claims_of_dead_dispatchers(journal: Journal) -> None:
+    """Free claims left by dispatchers of this host that no longer run (a SIGKILLed server, a reboot).
+
+    Without this their events would wait for their leases to run out.
+    """
+    host = socket.gethostname()
+    for owner in journal.lease_owners():
+        name, _, rest = owner.partition(":")
+        pid_text = rest.partition(":")[0]
+        if name != host or not pid_text.isdigit() or _alive(int(pid_text)):
+            continue
+        try:
+            freed = journal.release(owner_prefix(int(pid_text)), "its dispatcher was gone when a dispatcher started")
+        except JournalError as exc:
+            logger.error("could not free the claims of the gone dispatcher %s: %s", owner, exc)
+            continue
+        logger.warning("freed %d event(s) claimed by dispatcher %s, which no longer runs", freed, owner)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process with that pid: not ours to judge
+    return True
 
 
 def _wait_child(pid: int, give_up: Callable[[], bool]) -> int:

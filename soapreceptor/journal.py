@@ -358,6 +358,12 @@ class Journal:
                 (error, now, pattern),
             ).rowcount
 
+    def lease_owners(self) -> list[str]:
+        """The dispatchers that hold claims right now."""
+        return [
+            str(row[0]) for row in self._read("SELECT DISTINCT lease_owner FROM events WHERE lease_owner IS NOT NULL")
+        ]
+
     # -- operators' side --------------------------------------------------------
 
     def get(self, event_id: int) -> StoredEvent | None:
@@ -380,7 +386,7 @@ class Journal:
         return {state: int(found.get(state, 0)) for state in STATES}
 
     def redeliver(self, event_ids: Iterable[int], now: float | None = None) -> list[int]:
-        """Put delivered or dead events back in line; returns the ids that were.
+        """Put delivered or dead events back in line; returns the ids that were (not those still pending).
 
         Raises KeyError naming ids that do not exist or are duplicates (a
         duplicate has nothing of its own to deliver: redeliver its original).
@@ -392,13 +398,16 @@ class Journal:
             unknown = [i for i in ids if conn.execute(exists, (i,)).fetchone() is None]
             if unknown:
                 raise KeyError(unknown)
+            changed = []
             for event_id in ids:
-                conn.execute(
+                cursor = conn.execute(
                     "UPDATE events SET state = 'pending', attempts = 0, next_attempt_at = ?, lease_owner = NULL,"
                     " lease_expires = NULL, updated_at = ? WHERE id = ? AND state IN ('delivered', 'dead')",
                     (now, now, event_id),
                 )
-        return ids
+                if cursor.rowcount:
+                    changed.append(event_id)
+        return changed
 
     def redeliver_dead(self, now: float | None = None) -> int:
         """Put every dead event back in line; returns how many."""

@@ -14,7 +14,14 @@ from pathlib import Path
 import pytest
 
 from soapreceptor import Event, wire
-from soapreceptor.dispatch import DEFAULT_SCHEDULE, Dispatcher, RetryPolicy, parse_schedule
+from soapreceptor.dispatch import (
+    DEFAULT_SCHEDULE,
+    Dispatcher,
+    RetryPolicy,
+    _free_claims_of_dead_dispatchers,
+    owner_prefix,
+    parse_schedule,
+)
 from soapreceptor.journal import Arrival, Journal
 from tests.support import ACCEPTED_EVENT, DEADLINE, REPO, amazon_envelope, wait_for
 
@@ -167,3 +174,19 @@ def test_a_dispatcher_that_dies_is_replaced_and_its_event_retried(tmp_path: Path
     recorded = [json.loads(line)["assignment_id"] for line in events_file.read_text().splitlines()]
     assert recorded == ["A0", "A1", "A2"]
     assert all(s.attempts == 2 for s in journal.events())
+
+
+def test_claims_of_dispatchers_that_no_longer_run_are_freed_at_start(journal: Journal) -> None:
+    gone = journal.claim(f"{owner_prefix(2**22 + 12345)}dead", lease=3600)  # no such pid
+    alive = journal.claim(f"{owner_prefix(os.getpid())}live", lease=3600)
+    elsewhere = journal.claim("another-host:1:ffff", lease=3600)
+    assert gone is not None
+    assert alive is not None
+    assert elsewhere is not None
+    _free_claims_of_dead_dispatchers(journal)
+    retaken = journal.claim("new", lease=60)
+    assert retaken is not None
+    assert (retaken.id, retaken.last_error) == (gone.id, "its dispatcher was gone when a dispatcher started")
+    assert journal.claim("new", lease=60) is not None  # the fourth, never claimed
+    assert journal.claim("new", lease=60) is not None  # the fifth
+    assert journal.claim("new", lease=60) is None  # the live and the other host's claims stand

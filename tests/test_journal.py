@@ -132,6 +132,7 @@ def test_redeliver(journal: Journal) -> None:
         one.id: ("pending", 0),
         two.id: ("pending", 0),
     }
+    assert journal.redeliver([one.id], T0) == []  # already pending: left as it is
     duplicate = journal.events("duplicate")[0].id
     with pytest.raises(KeyError) as caught:
         journal.redeliver([one.id, 424242, duplicate], T0)
