@@ -21,6 +21,7 @@ from . import __version__, replay, simulate, versions
 from .contract import wsdl_path, wsdl_with_address
 from .dispatch import Dispatcher, RetryPolicy, supervise
 from .errors import ConfigError, SendError
+from .gunicorn_config import serve_command
 from .hooks import load_hook
 from .journal import STATES, Journal, JournalError, StoredEvent
 from .sender import VERSION_PLACES, EventSpec, Sender
@@ -160,14 +161,7 @@ def _serve(args: argparse.Namespace) -> int:
     # The receptor's journal file, opened by every worker and the dispatcher,
     # must be the same file whatever directory they run in.
     env["SOAPRECEPTOR_JOURNAL"] = str(Path(settings.journal).resolve())
-    command = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "-c",
-        "python:soapreceptor.gunicorn_config",
-        "soapreceptor.wsgi:application",
-    ]
+    command = serve_command()
     if args.demo:
         _start_demo(settings, env)
     os.execve(sys.executable, command, env)  # noqa: S606 (our own interpreter, fixed arguments)

@@ -70,6 +70,18 @@ logconfig_dict = {
 }
 
 
+def serve_command() -> list[str]:
+    """The command that runs the receptor under gunicorn with these settings (``soapreceptor serve``, the test kit)."""
+    return [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-c",
+        "python:soapreceptor.gunicorn_config",
+        "soapreceptor.wsgi:application",
+    ]
+
+
 # The embedded dispatcher: one process beside the workers that hands journaled
 # events to the hook (SOAPRECEPTOR_DISPATCHER=off to run `soapreceptor dispatch`
 # elsewhere). It is the master's child and exits if the master goes away.

@@ -69,6 +69,7 @@ import pytest
 # app (spyne) are imported when a fixture first needs them.
 from .dispatch import Dispatcher, RetryPolicy
 from .errors import ConfigError
+from .gunicorn_config import serve_command
 from .hooks import Hook, load_hook
 from .journal import Journal, StoredEvent
 from .model import Event
@@ -490,14 +491,7 @@ def gunicorn_receptor(
         }
     )
     env.update(soapreceptor_gunicorn_env)
-    command = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "-c",
-        "python:soapreceptor.gunicorn_config",
-        "soapreceptor.wsgi:application",
-    ]
+    command = serve_command()
     with log_file.open("wb") as log:
         process = subprocess.Popen(command, cwd=workdir, env=env, stdout=log, stderr=log)  # noqa: S603
     running: GunicornReceptor | None = None
