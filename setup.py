@@ -43,6 +43,7 @@ setup(
             "mypy>=1.10",
             "lxml-stubs",
             "types-requests",
+            "types-six",
         ],
     },
     entry_points={
