@@ -29,6 +29,8 @@ setup(
         # The test sender builds its messages from wsdl/ with zeep.
         "zeep>=4.2",
         "gunicorn>=21.2",
+        # GET /metrics, added up across gunicorn's processes (multiprocess mode).
+        "prometheus-client>=0.17",
         # In place of the copy of six bundled with spyne 2.14, which breaks on
         # Python 3.12+ (see soapreceptor/spyne_compat.py).
         "six>=1.16",

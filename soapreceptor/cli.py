@@ -21,10 +21,10 @@ from . import __version__, replay, simulate, versions
 from .contract import wsdl_path, wsdl_with_address
 from .dispatch import Dispatcher, RetryPolicy, supervise
 from .errors import ConfigError, SendError
-from .gunicorn_config import serve_command
 from .hooks import load_hook
 from .journal import STATES, Journal, JournalError, StoredEvent
 from .sender import VERSION_PLACES, EventSpec, Sender
+from .server import serve_command
 from .settings import Settings, read_secret_file
 from .signature import DEPRECATED
 from .timestamps import format_timestamp

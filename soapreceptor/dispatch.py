@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Final
 
+from . import metrics
 from .hooks import Hook
 from .journal import Journal, JournalError, StoredEvent
 
@@ -39,6 +40,8 @@ logger = logging.getLogger("soapreceptor.dispatch")
 #: Seconds to wait before each retry (the first attempt is immediate).
 DEFAULT_SCHEDULE: Final[tuple[float, ...]] = (5, 300, 1800, 7200, 18000, 36000, 36000)
 DEFAULT_HOOK_TIMEOUT: Final[float] = 30.0
+#: Seconds between a dispatcher's "I am alive" records in the journal (read by /readyz).
+HEARTBEAT_EVERY: Final[float] = 5.0
 JITTER: Final[float] = 0.2
 
 
@@ -107,14 +110,17 @@ class Dispatcher:
             self.journal.failed(claimed.id, self.owner, claimed.last_error or "the dispatcher died", None, self.clock())
             logger.error("event %d is dead: its dispatcher died during each of its attempts", claimed.id)
             return claimed
+        started = time.perf_counter()
         try:
             with _time_limit(self.hook_timeout):
                 self.hook(event)
         except Exception as exc:
+            metrics.get().hook_duration.observe(time.perf_counter() - started)
             error = _describe(exc)
             delay = self.retry.next_delay(claimed.attempts, self.rng)
             retry_at = None if delay is None else self.clock() + delay
             self.journal.failed(claimed.id, self.owner, error, retry_at, self.clock())
+            metrics.get().dispatch_attempts.labels("dead" if retry_at is None else "failed").inc()
             if retry_at is None:
                 logger.error(
                     "event %d (%s hit=%s assignment=%s) is dead after %d attempts: %s",
@@ -126,6 +132,8 @@ class Dispatcher:
                     claimed.id, event.event_type, claimed.attempts, self.retry.max_attempts, delay, error,
                 )  # fmt: skip
             return claimed
+        metrics.get().hook_duration.observe(time.perf_counter() - started)
+        metrics.get().dispatch_attempts.labels("delivered").inc()
         if not self.journal.delivered(claimed.id, self.owner, self.clock()):
             logger.warning("event %d was delivered but its lease had passed to another dispatcher", claimed.id)
         return claimed
@@ -133,8 +141,12 @@ class Dispatcher:
     def run(self, should_continue: Callable[[], bool] = lambda: True) -> None:
         """Deliver events until :meth:`stop` is called or ``should_continue`` returns False."""
         logger.info("dispatcher %s started on %s", self.owner, self.journal.path)
+        last_beat = 0.0
         while not self.stopping and should_continue():
             try:
+                if time.monotonic() - last_beat >= HEARTBEAT_EVERY:
+                    self.journal.heartbeat(self.owner, self.clock())
+                    last_beat = time.monotonic()
                 if self.step() is None:
                     time.sleep(self.idle_wait)
             except JournalError as exc:

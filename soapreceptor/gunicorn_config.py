@@ -9,9 +9,20 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from typing import Any
+
+# /metrics adds up the counters of every worker and the dispatcher through
+# files in this directory (prometheus-client's multiprocess mode). It must be
+# set before any of them imports prometheus_client, so here, first; a fresh
+# one per server, removed when the master exits.
+_metrics_dir = None
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    _metrics_dir = tempfile.mkdtemp(prefix="soapreceptor-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
 
 # Where to listen (SOAPRECEPTOR_BIND): host:port, or unix:/path for a proxy.
 bind = [os.environ.get("SOAPRECEPTOR_BIND", "").strip() or "127.0.0.1:8080"]
@@ -48,14 +59,17 @@ accesslog = None
 # receptors on a host would fight over it, and nothing here uses it.
 control_socket_disable = True
 
+# SOAPRECEPTOR_LOG_FORMAT=json: one JSON object per line instead of text.
+_log_format = "json" if os.environ.get("SOAPRECEPTOR_LOG_FORMAT", "").strip().lower() == "json" else "line"
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
         "line": {"format": "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"},
+        "json": {"()": "soapreceptor.logs.JsonFormatter"},
     },
     "handlers": {
-        "stderr": {"class": "logging.StreamHandler", "formatter": "line", "stream": "ext://sys.stderr"},
+        "stderr": {"class": "logging.StreamHandler", "formatter": _log_format, "stream": "ext://sys.stderr"},
     },
     "root": {"level": "WARNING", "handlers": ["stderr"]},
     "loggers": {
@@ -68,18 +82,6 @@ logconfig_dict = {
         "gunicorn.access": {"level": "WARNING", "handlers": ["stderr"], "propagate": False},
     },
 }
-
-
-def serve_command() -> list[str]:
-    """The command that runs the receptor under gunicorn with these settings (``soapreceptor serve``, the test kit)."""
-    return [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "-c",
-        "python:soapreceptor.gunicorn_config",
-        "soapreceptor.wsgi:application",
-    ]
 
 
 # The embedded dispatcher: one process beside the workers that hands journaled
@@ -99,13 +101,21 @@ def when_ready(server: Any) -> None:
     server.log.info("soapreceptor: dispatcher started (pid %s)", _dispatcher.pid)
 
 
+def child_exit(server: Any, worker: Any) -> None:
+    """A worker is gone: its live gauges must not be added up any more."""
+    from prometheus_client import multiprocess  # noqa: PLC0415 (after PROMETHEUS_MULTIPROC_DIR is set)
+
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+
+
 def on_exit(server: Any) -> None:
-    """Stop the embedded dispatcher with the master; it finishes the event in hand first."""
-    if _dispatcher is None or _dispatcher.poll() is not None:
-        return
-    _dispatcher.terminate()
-    try:
-        _dispatcher.wait(timeout=graceful_timeout)
-    except subprocess.TimeoutExpired:
-        _dispatcher.kill()
-        _dispatcher.wait()
+    """Stop the embedded dispatcher with the master (it finishes the event in hand), then clean up."""
+    if _dispatcher is not None and _dispatcher.poll() is None:
+        _dispatcher.terminate()
+        try:
+            _dispatcher.wait(timeout=graceful_timeout)
+        except subprocess.TimeoutExpired:
+            _dispatcher.kill()
+            _dispatcher.wait()
+    if _metrics_dir is not None:
+        shutil.rmtree(_metrics_dir, ignore_errors=True)

@@ -79,6 +79,12 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_due ON events(state, next_attempt_at, id);
 -- At most one stored copy of each identifiable event: the rest are duplicates.
 CREATE UNIQUE INDEX IF NOT EXISTS events_once ON events(dedup_key) WHERE state != 'duplicate';
+
+-- Each dispatcher says it is alive here every few seconds (for /readyz).
+CREATE TABLE IF NOT EXISTS dispatchers (
+    owner           TEXT    PRIMARY KEY,
+    beat_at         REAL    NOT NULL
+);
 """
 
 
@@ -357,6 +363,28 @@ class Journal:
                 " WHERE state = 'pending' AND lease_owner LIKE ? ESCAPE '\\'",
                 (error, now, pattern),
             ).rowcount
+
+    def heartbeat(self, owner: str, now: float | None = None) -> None:
+        """Record that dispatcher ``owner`` is alive."""
+        now = time.time() if now is None else now
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO dispatchers (owner, beat_at) VALUES (?, ?)"
+                " ON CONFLICT(owner) DO UPDATE SET beat_at = excluded.beat_at",
+                (owner, now),
+            )
+            # Forget dispatchers silent for a day: they are not coming back.
+            conn.execute("DELETE FROM dispatchers WHERE beat_at < ?", (now - 86400,))
+
+    def last_heartbeat(self) -> float | None:
+        """When any dispatcher last said it was alive (None: never)."""
+        row = self._read("SELECT MAX(beat_at) FROM dispatchers")[0]
+        return None if row[0] is None else float(row[0])
+
+    def check_writable(self) -> None:
+        """Raise :class:`JournalError` unless a write transaction can be taken now."""
+        with self._write():
+            pass
 
     def lease_owners(self) -> list[str]:
         """The dispatchers that hold claims right now."""

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import errors
+from . import errors, metrics
 from .journal import Arrival, Journal, JournalError, Recorded
 from .model import Notification
 from .policy import Policy
@@ -41,11 +42,16 @@ class Receptor:
         """Judge ``notification`` and commit it to the journal, or raise the fault that refuses it."""
         now = self.clock()
         self.policy.check(notification, now)
+        started = time.perf_counter()
         try:
-            return self.journal.record(notification, arrival, now.timestamp())
+            recorded = self.journal.record(notification, arrival, now.timestamp())
         except JournalError as exc:
             logger.error("request %s: not accepted, the journal failed: %s", arrival.request_id, exc)
             raise errors.JournalUnavailable(
                 "the receptor could not store the notification, so it was not accepted; "
                 f"its log has the details under request id {arrival.request_id}"
             ) from None
+        metrics.get().journal_commit.observe(time.perf_counter() - started)
+        metrics.get().events_journaled.inc(recorded.pending)
+        metrics.get().duplicates.inc(recorded.duplicates)
+        return recorded

@@ -18,6 +18,7 @@
                                  (default ``5,300,1800,7200,18000,36000,36000``)
 ``SOAPRECEPTOR_HOOK_TIMEOUT``    seconds one hook call may take (30)
 ``SOAPRECEPTOR_MAX_BODY``        the largest request body accepted, in bytes (262144: 256 KiB)
+``SOAPRECEPTOR_LOG_FORMAT``      ``text`` (default) or ``json``: one JSON object per log line (read by gunicorn_config)
 ===============================  ==========================================================
 """
 

@@ -69,10 +69,10 @@ import pytest
 # app (spyne) are imported when a fixture first needs them.
 from .dispatch import Dispatcher, RetryPolicy
 from .errors import ConfigError
-from .gunicorn_config import serve_command
 from .hooks import Hook, load_hook
 from .journal import Journal, StoredEvent
 from .model import Event
+from .server import serve_command
 from .settings import Settings
 from .signature import Keyring
 

@@ -21,7 +21,7 @@ from urllib.parse import parse_qs
 
 from spyne.server.wsgi import WsgiApplication
 
-from . import errors, gate, versions, wire
+from . import errors, gate, metrics, versions, wire
 from .errors import ConfigError
 from .hooks import load_hook
 from .journal import Arrival, Journal, JournalError
@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 __all__ = ["ReceptorApp", "create_app"]
 
 access_log = logging.getLogger("soapreceptor.access")
+
+_OPERATIONAL = ("/healthz", "/readyz", "/metrics")
 
 
 class ReceptorApp:
@@ -90,34 +92,43 @@ class ReceptorApp:
             )
             info.pop("outcome", None)
             body = [self._fault_response(info, respond, "500 Internal Server Error", fault, exc_info=sys.exc_info())]
-        access_log.info(
-            "request_id=%s method=%s path=%s status=%s version=%s events=%s duplicates=%s outcome=%s duration_ms=%.1f",
-            request_id,
-            environ.get("REQUEST_METHOD"),
-            environ.get("PATH_INFO"),
-            status_seen[-1].split(" ", 1)[0] if status_seen else "-",
-            info.get("version", "-"),
-            info.get("events", "-"),
-            info.get("duplicates", "-"),
-            info.get("outcome", "-"),
-            (time.perf_counter() - started) * 1000,
-        )
+        fields = {
+            "request_id": request_id,
+            "method": environ.get("REQUEST_METHOD"),
+            "path": environ.get("PATH_INFO"),
+            "status": status_seen[-1].split(" ", 1)[0] if status_seen else "-",
+            "version": info.get("version", "-"),
+            "events": info.get("events", "-"),
+            "duplicates": info.get("duplicates", "-"),
+            "outcome": info.get("outcome", "-"),
+            "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+        }
+        if info.get("notify"):
+            metrics.get().messages_received.inc()
+            if fields["outcome"] == "accepted":
+                metrics.get().messages_accepted.labels(fields["version"]).inc()
+            else:
+                metrics.get().messages_refused.labels(fields["outcome"]).inc()
+        # One line per request; SOAPRECEPTOR_LOG_FORMAT=json logs the same fields as JSON.
+        access_log.info(" ".join(f"{key}={value}" for key, value in fields.items()), extra={"fields": fields})
         return body
 
     def _route(self, environ: WSGIEnvironment, respond: StartResponse) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET").upper()
         path = environ.get("PATH_INFO") or "/"
         info = environ[ENVIRON_KEY]
-        if path == "/healthz" and path != self.path:
+        if path in _OPERATIONAL and path != self.path:
             if method not in ("GET", "HEAD"):
                 return self._not_allowed(info, respond, "GET, HEAD", f"{path} answers GET only")
-            respond("200 OK", [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", "3")])
-            info["outcome"] = "healthy"
-            return [b"ok\n"]
+            status, content_type, text = self._operational(path)
+            info["outcome"] = path.lstrip("/")
+            respond(status, [("Content-Type", content_type), ("Content-Length", str(len(text)))])
+            return [b"" if method == "HEAD" else text]
         if path != self.path:
             fault = errors.ClientFault(f"no service at {path}; Notify is served at {self.path}")
             return [self._fault_response(info, respond, "404 Not Found", fault)]
         if method == "POST":
+            info["notify"] = True
             try:
                 gate.check_media_type(environ.get("CONTENT_TYPE"))
                 body = gate.read_body(environ["wsgi.input"], environ.get("CONTENT_LENGTH"), self.settings.max_body)
@@ -140,6 +151,34 @@ class ReceptorApp:
                 f"{self.path} is a SOAP endpoint: POST a Notify call, or GET {self.path}?wsdl for its contract",
             )
         return self._not_allowed(info, respond, "POST, GET", f"{method} is not supported; POST a Notify call")
+
+    def _operational(self, path: str) -> tuple[str, str, bytes]:
+        """``/healthz`` (the process answers), ``/readyz`` (it can do its job), ``/metrics``."""
+        if path == "/healthz":
+            return "200 OK", "text/plain; charset=utf-8", b"ok\n"
+        if path == "/metrics":
+            content_type, text = metrics.render(self.receptor.journal)
+            return "200 OK", content_type, text
+        problems = self._readiness_problems()
+        if problems:
+            return "503 Service Unavailable", "text/plain; charset=utf-8", ("\n".join(problems) + "\n").encode()
+        return "200 OK", "text/plain; charset=utf-8", b"ready\n"
+
+    def _readiness_problems(self) -> list[str]:
+        journal = self.receptor.journal
+        problems = []
+        try:
+            journal.check_writable()
+            last_beat = journal.last_heartbeat()
+        except JournalError as exc:
+            return [f"the journal cannot be written: {exc}"]
+        # A dispatcher beats every few seconds, except while a hook call runs.
+        silence = max(30.0, 2 * self.settings.hook_timeout + 10)
+        if last_beat is None:
+            problems.append("no dispatcher has run on this journal yet (SOAPRECEPTOR_DISPATCHER=off: start one)")
+        elif time.time() - last_beat > silence:
+            problems.append(f"no dispatcher has been seen for {time.time() - last_beat:.0f} s (limit {silence:.0f} s)")
+        return problems
 
     def _wsdl(
         self, info: dict[str, Any], respond: StartResponse, query: dict[str, list[str]], method: str

@@ -1,0 +1,107 @@
+"""What the receptor is doing, in Prometheus' text format (``GET /metrics``).
+
+Under gunicorn every worker and the dispatcher is its own process, so the
+counters use prometheus-client's multiprocess mode: ``gunicorn_config`` points
+``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory before any process imports
+this module, each process writes its own file there, and a scrape from any
+worker adds them all up. Without that variable (a receptor in a test, a
+single process) the counters live in the process, as usual.
+
+The pending and dead counts are not counters at all: they are read from the
+journal at scrape time, so every worker reports the same, exact numbers.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from .journal import Journal, JournalError
+
+if TYPE_CHECKING:
+    from prometheus_client import Counter, Histogram
+    from prometheus_client.core import GaugeMetricFamily
+
+
+class Metrics:
+    """The receptor's counters and histograms."""
+
+    def __init__(self) -> None:
+        from prometheus_client import Counter, Histogram  # noqa: PLC0415 (see get())
+
+        self.messages_received = Counter("soapreceptor_messages_received", "Notify calls received (POSTs past routing)")
+        self.messages_accepted = Counter(
+            "soapreceptor_messages_accepted", "Notify calls accepted and journaled", ["version"]
+        )
+        self.messages_refused = Counter(
+            "soapreceptor_messages_refused", "Notify calls refused, by faultcode", ["reason"]
+        )
+        self.events_journaled = Counter("soapreceptor_events_journaled", "events stored for the hook")
+        self.duplicates = Counter("soapreceptor_duplicate_events", "events stored as duplicates (not handed on again)")
+        self.journal_commit = Histogram(
+            "soapreceptor_journal_commit_seconds",
+            "time to commit an accepted message to the journal (fsync included)",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+        )
+        self.dispatch_attempts = Counter(
+            "soapreceptor_dispatch_attempts", "hook calls by outcome: delivered, failed (will retry), dead", ["outcome"]
+        )
+        self.hook_duration = Histogram("soapreceptor_hook_seconds", "time the hook took per call")
+        self.all: tuple[Counter | Histogram, ...] = (
+            self.messages_received,
+            self.messages_accepted,
+            self.messages_refused,
+            self.events_journaled,
+            self.duplicates,
+            self.journal_commit,
+            self.dispatch_attempts,
+            self.hook_duration,
+        )
+
+
+@functools.cache
+def get() -> Metrics:
+    """The process's metrics, made on first use.
+
+    Not at import: prometheus-client decides once, when its value classes are
+    first needed, whether it writes multiprocess files, so nothing here may
+    run before ``gunicorn_config`` has set ``PROMETHEUS_MULTIPROC_DIR`` (and
+    importing the package, which gunicorn does before reading that module,
+    must not trigger it).
+    """
+    return Metrics()
+
+
+class JournalCollector:
+    """Pending and dead event counts, read from the journal when scraped."""
+
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        from prometheus_client.core import GaugeMetricFamily  # noqa: PLC0415 (see get())
+
+        gauge = GaugeMetricFamily("soapreceptor_events", "events in the journal, by state", labels=["state"])
+        try:
+            for state, count in self.journal.counts().items():
+                gauge.add_metric([state], count)
+        except JournalError:
+            return  # /readyz says why; a scrape should still show the counters
+        yield gauge
+
+
+def render(journal: Journal) -> tuple[str, bytes]:
+    """The metrics of every process of this receptor: content type, and Prometheus' text format."""
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest  # noqa: PLC0415 (see get())
+    from prometheus_client.multiprocess import MultiProcessCollector  # noqa: PLC0415
+
+    registry = CollectorRegistry()
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    else:
+        for collector in get().all:
+            registry.register(collector)
+    registry.register(JournalCollector(journal))
+    return CONTENT_TYPE_LATEST, generate_latest(registry)

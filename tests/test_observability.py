@@ -1,0 +1,93 @@
+"""Seeing it work: /healthz, /readyz, /metrics added up across gunicorn's processes, JSON log lines."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from collections.abc import Callable
+
+from soapreceptor.signature import sign
+from soapreceptor.timestamps import format_timestamp
+from tests.support import ACCEPTED_EVENT, KEY_2, Server, amazon_envelope, post, wait_for
+
+
+def signed(assignment: str, key: str = KEY_2) -> bytes:
+    timestamp = format_timestamp(dt.datetime.now(dt.UTC))
+    return amazon_envelope(
+        signature=sign(key, timestamp), timestamp=timestamp, events=[{**ACCEPTED_EVENT, "AssignmentId": assignment}]
+    )
+
+
+def get(server: Server, path: str) -> tuple[int, str]:
+    answer = post(server.url.rstrip("/") + path, b"", headers={}, method="GET")
+    return answer.status, answer.body.decode()
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in Prometheus' text format (0 when absent)."""
+    label_text = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    pattern = re.escape(name) + (r"\{" + re.escape(label_text) + r"\}" if labels else "") + r" ([0-9.e+]+)$"
+    match = re.search(pattern, text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+def test_metrics_add_up_across_workers(server_factory: Callable[..., Server]) -> None:
+    server = server_factory({})  # 2 workers and the embedded dispatcher
+    for n in range(6):
+        assert post(server.url, signed(f"M{n}")).status == 200
+    for n in range(4):
+        assert post(server.url, signed(f"R{n}", key="wrong")).status == 500
+    server.wait_for_events(6)
+
+    def settled() -> str | None:
+        _, text = get(server, "/metrics")
+        delivered = sample(text, "soapreceptor_dispatch_attempts_total", outcome="delivered")
+        return text if delivered == 6 and sample(text, "soapreceptor_events", state="delivered") == 6 else None
+
+    text = wait_for(settled, "the metrics to show 6 deliveries")
+    assert sample(text, "soapreceptor_messages_received_total") == 10
+    assert sample(text, "soapreceptor_messages_accepted_total", version="2006-05-05") == 6
+    assert sample(text, "soapreceptor_messages_refused_total", reason="Client.SignatureMismatch") == 4
+    assert sample(text, "soapreceptor_events_journaled_total") == 6
+    assert sample(text, "soapreceptor_journal_commit_seconds_count") == 6
+    assert sample(text, "soapreceptor_hook_seconds_count") == 6
+    assert sample(text, "soapreceptor_events", state="pending") == 0
+    # Every worker answers with the same totals: several scrapes, one story.
+    for _ in range(4):
+        assert sample(get(server, "/metrics")[1], "soapreceptor_messages_received_total") == 10
+
+
+def test_readiness(server_factory: Callable[..., Server]) -> None:
+    ready = server_factory({}, name="ready")
+    assert wait_for(lambda: get(ready, "/readyz") == (200, "ready\n"), "readiness")
+    assert get(ready, "/healthz") == (200, "ok\n")
+    alone = server_factory({"SOAPRECEPTOR_DISPATCHER": "off"}, name="alone")
+    status, reason = get(alone, "/readyz")
+    assert status == 503
+    assert "no dispatcher has run on this journal yet" in reason
+    assert get(alone, "/healthz") == (200, "ok\n")  # alive, just not ready
+
+
+def test_json_log_lines(server_factory: Callable[..., Server]) -> None:
+    server = server_factory({"SOAPRECEPTOR_LOG_FORMAT": "json"})
+    answer = post(server.url, signed("J1"))
+    assert answer.status == 200
+    request_id = answer.headers["x-request-id"]
+
+    def line_for_request() -> dict[str, object] | None:
+        for line in server.log().splitlines():
+            if request_id in line:
+                return dict(json.loads(line))
+        return None
+
+    record = wait_for(line_for_request, "the request's log line")
+    assert record["logger"] == "soapreceptor.access"
+    assert record["request_id"] == request_id
+    assert (record["version"], record["events"], record["outcome"], record["status"]) == (
+        "2006-05-05",
+        1,
+        "accepted",
+        "200",
+    )
+    assert isinstance(record["duration_ms"], float)
