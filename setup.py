@@ -46,6 +46,7 @@ setup(
             "lxml-stubs",
             "types-requests",
             "types-six",
+            "suds-community",
         ],
     },
     entry_points={
