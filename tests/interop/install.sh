@@ -4,7 +4,7 @@
 #   gsoap         wsdl2h, soapcpp2
 #   libgsoap-dev  stdsoap2.h, libgsoap++
 #   g++           compiles the gSOAP client
-#   jaxws         wsimport (JAX-WS RI 2.3.0)
+#   jaxws         wsimport and the runtime the Java client runs on (JAX-WS RI 2.3.0, /usr/share/jaxws/lib/jaxws-rt.jar)
 #   default-jdk-headless  javac, which wsimport compiles the stubs with (only if no JDK is there)
 #   nodejs, npm   node-soap (npm install soap; the tests install it under ~/.cache/soapreceptor-interop)
 set -eu
@@ -20,5 +20,5 @@ if [ -n "$missing" ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     # shellcheck disable=SC2086
-    apt-get install -y -qq --no-install-recommends $missing
+    apt-get install -y -qq $missing
 fi
