@@ -13,8 +13,8 @@ journal at scrape time, so every worker reports the same, exact numbers.
 
 from __future__ import annotations
 
-import functools
 import os
+import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -61,7 +61,10 @@ class Metrics:
         )
 
 
-@functools.cache
+_made: list[Metrics] = []
+_making = threading.Lock()
+
+
 def get() -> Metrics:
     """The process's metrics, made on first use.
 
@@ -69,9 +72,14 @@ def get() -> Metrics:
     first needed, whether it writes multiprocess files, so nothing here may
     run before ``gunicorn_config`` has set ``PROMETHEUS_MULTIPROC_DIR`` (and
     importing the package, which gunicorn does before reading that module,
-    must not trigger it).
+    must not trigger it). Thread-safe: the request thread and a dispatcher
+    thread may ask first at the same moment, and each name registers once.
     """
-    return Metrics()
+    if not _made:
+        with _making:
+            if not _made:
+                _made.append(Metrics())
+    return _made[0]
 
 
 class JournalCollector:

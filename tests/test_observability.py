@@ -91,3 +91,30 @@ def test_json_log_lines(server_factory: Callable[..., Server]) -> None:
         "200",
     )
     assert isinstance(record["duration_ms"], float)
+
+
+def test_metrics_are_made_once_whichever_thread_asks_first() -> None:
+    import threading  # noqa: PLC0415
+
+    from soapreceptor import metrics  # noqa: PLC0415
+
+    metrics._made.clear()
+    from prometheus_client import REGISTRY  # noqa: PLC0415
+
+    for collector in list(REGISTRY._collector_to_names):
+        if any(name.startswith("soapreceptor_") for name in REGISTRY._collector_to_names[collector]):
+            REGISTRY.unregister(collector)
+    barrier = threading.Barrier(8)
+    made: list[object] = []
+
+    def ask() -> None:
+        barrier.wait()
+        made.append(metrics.get())
+
+    threads = [threading.Thread(target=ask) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(made) == 8
+    assert all(m is made[0] for m in made)
