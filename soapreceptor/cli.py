@@ -25,7 +25,7 @@ from .hooks import load_hook
 from .journal import STATES, Journal, JournalError, StoredEvent
 from .sender import VERSION_PLACES, EventSpec, Sender
 from .server import serve_command
-from .settings import Settings, read_secret_file
+from .settings import Settings, signing_secret
 from .signature import DEPRECATED
 from .timestamps import format_timestamp
 from .wsgi import create_app
@@ -284,7 +284,7 @@ def _send(args: argparse.Namespace) -> int:
         raise ConfigError(str(exc)) from None
     secret: str | None = None
     if not (args.unsigned or args.deprecated):
-        secret = args.secret or _configured_secret()
+        secret = _configured_secret(args.secret)
         if args.wrong_key:
             secret = "not-" + secret  # a key that differs from the receptor's by construction
     sender = Sender(
@@ -310,14 +310,11 @@ def _send(args: argparse.Namespace) -> int:
     return 0 if result.accepted else EXIT_REFUSED
 
 
-def _configured_secret() -> str:
-    secret = os.environ.get("SOAPRECEPTOR_SECRET", "").strip()
-    if secret:
-        return secret
-    path = os.environ.get("SOAPRECEPTOR_SECRET_FILE", "").strip()
-    if path:
-        return read_secret_file(Path(path))[0]
-    raise ConfigError("no signing key: pass --secret or set SOAPRECEPTOR_SECRET or SOAPRECEPTOR_SECRET_FILE")
+def _configured_secret(explicit: str | None) -> str:
+    secret = signing_secret(explicit)
+    if secret is None:
+        raise ConfigError("no signing key: pass --secret or set SOAPRECEPTOR_SECRET or SOAPRECEPTOR_SECRET_FILE")
+    return secret
 
 
 def _wsdl(args: argparse.Namespace) -> int:

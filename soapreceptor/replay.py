@@ -12,14 +12,15 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import http.client
-import os
 import sys
 from dataclasses import dataclass
 from typing import TextIO
 from urllib.parse import urlsplit
 
 from . import wire
+from .errors import ConfigError
 from .fixtures import Expectation, Fixture, load
+from .settings import signing_secret
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="give each message a fresh Timestamp and sign it with --secret (or SOAPRECEPTOR_SECRET)",
     )
-    parser.add_argument("--secret", help="the key to re-sign with (default: SOAPRECEPTOR_SECRET)")
+    parser.add_argument(
+        "--secret",
+        help="the key to re-sign with (default: SOAPRECEPTOR_SECRET, or the first of SOAPRECEPTOR_SECRET_FILE)",
+    )
 
 
 def command(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
@@ -104,7 +108,11 @@ def command(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sy
         return 2
     secret = None
     if args.resign:
-        secret = args.secret or os.environ.get("SOAPRECEPTOR_SECRET", "").strip()
+        try:
+            secret = signing_secret(args.secret)
+        except ConfigError as exc:
+            print(f"soapreceptor: {exc}", file=err)
+            return 2
         if not secret:
             print("soapreceptor: --resign needs --secret or SOAPRECEPTOR_SECRET", file=err)
             return 2

@@ -122,6 +122,19 @@ class Settings:
         )
 
 
+def signing_secret(explicit: str | None = None, environ: Mapping[str, str] | None = None) -> str | None:
+    """The key the tools sign with: ``explicit`` (a --secret option), else ``SOAPRECEPTOR_SECRET``,
+    else the first key of ``SOAPRECEPTOR_SECRET_FILE``; None when there is none."""
+    env = os.environ if environ is None else environ
+    if explicit:
+        return explicit
+    if env.get("SOAPRECEPTOR_SECRET", "").strip():
+        return env["SOAPRECEPTOR_SECRET"].strip()
+    if env.get("SOAPRECEPTOR_SECRET_FILE", "").strip():
+        return read_secret_file(Path(env["SOAPRECEPTOR_SECRET_FILE"].strip()))[0]
+    return None
+
+
 def read_secret_file(path: Path) -> list[str]:
     """The secrets in ``path``: one per line, blank lines and ``#`` comments skipped."""
     try:

@@ -55,10 +55,11 @@ from pathlib import Path
 from typing import Final, NamedTuple, TextIO
 
 from . import versions
-from .errors import SendError
+from .errors import ConfigError, SendError
 from .journal import Journal, JournalError
 from .model import EventType
 from .sender import EventSpec, Sender
+from .settings import signing_secret
 from .timestamps import format_timestamp
 
 ID_LENGTH: Final[int] = 30
@@ -516,7 +517,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="V",
         help="notification API version: %(choices)s (default %(default)s)",
     )
-    parser.add_argument("--secret", help="signing key (default: SOAPRECEPTOR_SECRET)")
+    parser.add_argument(
+        "--secret", help="signing key (default: SOAPRECEPTOR_SECRET, or the first of SOAPRECEPTOR_SECRET_FILE)"
+    )
     parser.add_argument(
         "--expect-journal",
         metavar="PATH",
@@ -528,7 +531,11 @@ def command(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | N
     """Plan, send in real time, print the report; 0 if all was accepted (and the journal matches), else 1."""
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
-    secret = args.secret or os.environ.get("SOAPRECEPTOR_SECRET", "").strip()
+    try:
+        secret = signing_secret(args.secret)
+    except ConfigError as exc:
+        print(f"soapreceptor: {exc}", file=err)
+        return 2
     if not secret:
         print("soapreceptor: simulate needs --secret or SOAPRECEPTOR_SECRET", file=err)
         return 2

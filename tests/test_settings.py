@@ -8,6 +8,7 @@ import pytest
 
 from soapreceptor import ConfigError, Settings
 from soapreceptor.hooks import DEFAULT_HOOK, load_hook, log_event
+from soapreceptor.settings import signing_secret
 from tests import recording_hook
 from tests.support import KEY_1, KEY_2
 
@@ -119,3 +120,16 @@ def test_bad_hooks_are_reported_at_load(spec: str, fragment: str) -> None:
     with pytest.raises(ConfigError, match=fragment) as caught:
         load_hook(spec)
     assert "SOAPRECEPTOR_HOOK" in str(caught.value)
+
+
+def test_the_tools_sign_with_the_option_then_the_secret_then_the_file(tmp_path: Path) -> None:
+    secrets = tmp_path / "secrets"
+    secrets.write_text(f"# keys\n{KEY_1}\n{KEY_2}\n")
+    secrets.chmod(0o600)
+    both = {"SOAPRECEPTOR_SECRET": "env-key", "SOAPRECEPTOR_SECRET_FILE": str(secrets)}
+    assert signing_secret("option", both) == "option"
+    assert signing_secret(None, both) == "env-key"
+    assert signing_secret(None, {"SOAPRECEPTOR_SECRET_FILE": str(secrets)}) == KEY_1
+    assert signing_secret(None, {}) is None
+    with pytest.raises(ConfigError, match="cannot be read"):
+        signing_secret(None, {"SOAPRECEPTOR_SECRET_FILE": str(tmp_path / "missing")})
