@@ -200,7 +200,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     def make_dispatcher() -> Dispatcher:
         return Dispatcher(
-            journal=Journal(journal.path),
+            journal=Journal(journal.path, durable=False),  # its commits may be lost without losing an event
             hook=hook,
             retry=RetryPolicy(settings.retry_schedule),
             hook_timeout=settings.hook_timeout,

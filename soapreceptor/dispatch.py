@@ -33,7 +33,7 @@ from typing import Final
 
 from . import metrics
 from .hooks import Hook
-from .journal import Journal, JournalError, StoredEvent
+from .journal import Journal, JournalError, Outcome, StoredEvent
 
 logger = logging.getLogger("soapreceptor.dispatch")
 
@@ -99,17 +99,20 @@ class Dispatcher:
         return self.hook_timeout * 2 + 30
 
     def step(self) -> StoredEvent | None:
-        """Claim and deliver one due event; return it (as claimed), or None if none was due."""
+        """Claim and deliver one due event, recording the outcome; return it (as claimed), or None if none was due."""
         claimed = self.journal.claim(self.owner, self.lease, self.clock())
-        if claimed is None:
-            return None
+        if claimed is not None:
+            self._settled(self.journal.settle(self.owner, [self._attempt(claimed)], self.clock()))
+        return claimed
+
+    def _attempt(self, claimed: StoredEvent) -> Outcome:
+        """Hand one claimed event to the hook; how it went."""
         event = claimed.event
         if claimed.attempts > self.retry.max_attempts:
             # Earlier attempts ended with the dispatcher itself dying (the
             # supervisor freed the claim): give up as after any last attempt.
-            self.journal.failed(claimed.id, self.owner, claimed.last_error or "the dispatcher died", None, self.clock())
             logger.error("event %d is dead: its dispatcher died during each of its attempts", claimed.id)
-            return claimed
+            return Outcome(claimed.id, "dead", claimed.last_error or "the dispatcher died")
         started = time.perf_counter()
         try:
             with _time_limit(self.hook_timeout):
@@ -119,41 +122,62 @@ class Dispatcher:
             error = _describe(exc)
             delay = self.retry.next_delay(claimed.attempts, self.rng)
             retry_at = None if delay is None else self.clock() + delay
-            self.journal.failed(claimed.id, self.owner, error, retry_at, self.clock())
             metrics.get().dispatch_attempts.labels("dead" if retry_at is None else "failed").inc()
             if retry_at is None:
                 logger.error(
                     "event %d (%s hit=%s assignment=%s) is dead after %d attempts: %s",
                     claimed.id, event.event_type, event.hit_id, event.assignment_id, claimed.attempts, error,
                 )  # fmt: skip
-            else:
-                logger.warning(
-                    "event %d (%s) failed attempt %d of %d, next in %.0f s: %s",
-                    claimed.id, event.event_type, claimed.attempts, self.retry.max_attempts, delay, error,
-                )  # fmt: skip
-            return claimed
+                return Outcome(claimed.id, "dead", error)
+            logger.warning(
+                "event %d (%s) failed attempt %d of %d, next in %.0f s: %s",
+                claimed.id, event.event_type, claimed.attempts, self.retry.max_attempts, delay, error,
+            )  # fmt: skip
+            return Outcome(claimed.id, "pending", error, retry_at)
         metrics.get().hook_duration.observe(time.perf_counter() - started)
         metrics.get().dispatch_attempts.labels("delivered").inc()
-        if not self.journal.delivered(claimed.id, self.owner, self.clock()):
-            logger.warning("event %d was delivered but its lease had passed to another dispatcher", claimed.id)
-        return claimed
+        return Outcome(claimed.id, "delivered")
 
     def run(self, should_continue: Callable[[], bool] = lambda: True) -> None:
-        """Deliver events until :meth:`stop` is called or ``should_continue`` returns False."""
+        """Deliver events until :meth:`stop` is called or ``should_continue`` returns False.
+
+        Each turn records the outcome of the event just handed on and claims
+        the next in one commit (the same order of things as :meth:`step`:
+        the outcome is in the journal before the hook sees the next event, so
+        a dispatcher killed at any moment leaves at most one event handed on
+        but not recorded as such).
+        """
         logger.info("dispatcher %s started on %s", self.owner, self.journal.path)
         last_beat = 0.0
+        outcomes: list[Outcome] = []
         while not self.stopping and should_continue():
             try:
                 if time.monotonic() - last_beat >= HEARTBEAT_EVERY:
                     self.journal.heartbeat(self.owner, self.clock())
                     last_beat = time.monotonic()
-                if self.step() is None:
+                lost, claimed = self.journal.settle_and_claim(self.owner, self.lease, outcomes, self.clock())
+                outcomes = []
+                self._settled(lost)
+                if claimed is None:
                     time.sleep(self.idle_wait)
+                else:
+                    outcomes = [self._attempt(claimed)]
             except JournalError as exc:
                 # A full disk or a long lock is not the end: wait and try again.
                 logger.error("dispatcher: %s; retrying in 1 s", exc)
                 time.sleep(1.0)
+        if outcomes:
+            try:
+                self._settled(self.journal.settle(self.owner, outcomes, self.clock()))
+            except JournalError as exc:
+                # Its lease runs out and it is handed on again: at least once still holds.
+                logger.error("dispatcher: could not record the last outcome before stopping: %s", exc)
         logger.info("dispatcher %s stopped", self.owner)
+
+    @staticmethod
+    def _settled(lost: list[int]) -> None:
+        for event_id in lost:
+            logger.warning("event %d was delivered but its lease had passed to another dispatcher", event_id)
 
     def stop(self) -> None:
         self.stopping = True

@@ -8,7 +8,14 @@ Durability: WAL mode with ``synchronous=FULL``. In WAL mode ``FULL`` syncs the
 write-ahead log at every commit, so a transaction that has committed survives
 a crash of the process *and* a power loss; ``NORMAL`` (the usual WAL setting)
 may lose the last commits on power loss, which here would be events already
-answered 200. One fsync per accepted message is the price.
+answered 200. One fsync per commit is the price; the receptor pays it once
+for all the messages that arrive while the previous commit is being synced
+(:meth:`Journal.record_many`, used by :mod:`soapreceptor.group_commit`).
+
+The dispatcher's own writes (claims and outcomes) need no fsync of their
+own (``durable=False``): losing the last of them to a power cut only means
+an event is handed on again, which at-least-once delivery allows; and the
+next durable commit syncs the write-ahead log with them in it anyway.
 
 Each event row moves through ``pending`` -> ``delivered`` or ``dead``; an event
 that arrived before (a replayed message, or the same event in another message)
@@ -19,7 +26,9 @@ expires and another dispatcher takes the event again.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import fcntl
 import hashlib
 import json
 import os
@@ -76,7 +85,11 @@ CREATE TABLE IF NOT EXISTS events (
     last_error      TEXT,
     updated_at      REAL    NOT NULL
 );
-CREATE INDEX IF NOT EXISTS events_due ON events(state, next_attempt_at, id);
+-- The dispatcher's queue: pending events in arrival order (a claim reads it
+-- through this index, never sorting the backlog; the index stays as small as
+-- the backlog).
+CREATE INDEX IF NOT EXISTS events_pending ON events(id) WHERE state = 'pending';
+DROP INDEX IF EXISTS events_due;
 -- At most one stored copy of each identifiable event: the rest are duplicates.
 CREATE UNIQUE INDEX IF NOT EXISTS events_once ON events(dedup_key) WHERE state != 'duplicate';
 
@@ -86,6 +99,18 @@ CREATE TABLE IF NOT EXISTS dispatchers (
     beat_at         REAL    NOT NULL
 );
 """
+
+
+_INSERT_EVENT: Final[str] = (
+    "INSERT INTO events (message_id, seq, event_type, event_time, hit_type_id, hit_id, assignment_id,"
+    " version, dedup_key, state, duplicate_of, next_attempt_at, updated_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+#: How often a writer waiting for the writer lock looks again: from 50 µs, doubling to 2 ms.
+_LOCK_POLL_MIN: Final[float] = 0.00005
+_LOCK_POLL_MAX: Final[float] = 0.002
+#: Keys looked up per query (SQLite allows 32766 parameters; a 1 MB message may carry thousands of events).
+_KEYS_PER_QUERY: Final[int] = 500
 
 
 class JournalError(SoapreceptorError):
@@ -110,6 +135,16 @@ class Recorded:
     pending: int
     duplicates: int
     duplicate_message: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one attempt at a claimed event ended: ``delivered``, ``pending`` again at ``retry_at``, or ``dead``."""
+
+    event_id: int
+    state: str
+    error: str | None = None
+    retry_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,18 +178,26 @@ class Journal:
     """An SQLite journal at ``path``; safe to share between processes (open one per process).
 
     ``busy_timeout`` bounds how long a write waits for another writer's lock
-    before giving up with :class:`JournalError`.
+    before giving up with :class:`JournalError`. ``durable=False`` commits
+    without waiting for the disk (``synchronous=NORMAL``): only for writers
+    whose commits may be lost on power failure without losing an event (the
+    dispatcher's); the receptor's must always be durable.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 10.0) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 10.0, durable: bool = True) -> None:
         self.path = Path(path)
         self.busy_timeout = busy_timeout
+        self.durable = durable
         self._local = threading.local()
         # Every connection this object opened, with the process that opened it:
         # closed with the journal, but only in that process (a connection
         # inherited through fork must never be touched by the child).
         self._opened: list[tuple[int, sqlite3.Connection]] = []
-        weakref.finalize(self, _close_own, self._opened)
+        self._opened_fds: list[tuple[int, int]] = []
+        self._thread_lock = threading.Lock()
+        self._lock_owner = 0
+        self._lock_file = -1
+        weakref.finalize(self, _close_own, self._opened, self._opened_fds)
 
     def __repr__(self) -> str:
         return f"<Journal {self.path}>"
@@ -181,7 +224,7 @@ class Journal:
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise JournalError(f"the journal {self.path} cannot use WAL mode (got {mode!r})")
-            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute(f"PRAGMA synchronous = {'FULL' if self.durable else 'NORMAL'}")
             conn.execute("PRAGMA foreign_keys = ON")
             conn.executescript(_SCHEMA)
         except sqlite3.Error as exc:
@@ -195,25 +238,73 @@ class Journal:
 
     def close(self) -> None:
         """Close the connections this process opened; the journal reopens on next use."""
-        _close_own(self._opened)
+        _close_own(self._opened, self._opened_fds)
         self._local.conn = None
+        self._lock_owner = 0
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction taken at once (BEGIN IMMEDIATE), so writers queue on busy_timeout."""
+        """A write transaction taken at once (BEGIN IMMEDIATE), after the journal's writer lock."""
         conn = self._connection()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
+        with self._writer_lock():
             try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise JournalError(f"the journal {self.path} could not commit: {exc}") from exc
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise JournalError(f"the journal {self.path} could not commit: {exc}") from exc
+
+    @contextmanager
+    def _writer_lock(self) -> Iterator[None]:
+        """Queue for the journal with the other writers on this host, to be woken the moment it is free.
+
+        SQLite's own wait for a busy journal sleeps 1, 2, 5, 10... ms between
+        tries, so two busy workers and a dispatcher spend much of their time
+        asleep with the journal free. Every writer of this package first takes
+        an ``flock`` on ``<journal>-writer.lock`` (polled at a fine grain),
+        then a write transaction that is then nearly always free at once.
+        Writers that do not take it (the ``sqlite3`` shell) are still kept
+        out by SQLite's own locking, as before.
+        """
+        with self._thread_lock:
+            fd = self._lock_fd()
+            deadline = time.monotonic() + self.busy_timeout
+            pause = _LOCK_POLL_MIN
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise JournalError(
+                            f"the journal {self.path} has been locked by another writer for over "
+                            f"{self.busy_timeout:g} s"
+                        ) from None
+                    time.sleep(pause)
+                    pause = min(pause * 2, _LOCK_POLL_MAX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _lock_fd(self) -> int:
+        # One open file per process: flock belongs to the open file, which a
+        # forked child would otherwise share with its parent (and so its lock).
+        pid = os.getpid()
+        if self._lock_owner != pid:
+            try:
+                self._lock_file = os.open(f"{self.path}-writer.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError as exc:
+                raise JournalError(f"cannot open the journal's lock file: {exc}") from exc
+            self._lock_owner = pid
+            self._opened_fds.append((pid, self._lock_file))
+        return self._lock_file
 
     def _read(self, sql: str, parameters: Sequence[object] = ()) -> list[sqlite3.Row]:
         conn = self._connection()
@@ -233,62 +324,103 @@ class Journal:
         byte) stored before makes every event of this one a duplicate; an
         event seen before in another message is a duplicate on its own.
         """
-        now = time.time() if now is None else now
-        digest = hashlib.sha256(arrival.body).hexdigest()
+        return self.record_many([(notification, arrival, time.time() if now is None else now)])[0]
+
+    def record_many(self, messages: Sequence[tuple[Notification, Arrival, float]]) -> list[Recorded]:
+        """Store several notifications (each with its arrival time) in one transaction, so one fsync.
+
+        Each is judged against the journal and the ones before it in
+        ``messages``, exactly as if they had been recorded one by one; what
+        :meth:`record` would have returned for each, in order.
+        """
         with self._write() as conn:
-            original = conn.execute(
-                "SELECT id FROM messages WHERE body_sha256 = ? AND duplicate_of IS NULL ORDER BY id LIMIT 1", (digest,)
-            ).fetchone()
-            original_id = original[0] if original else None
-            message_id = conn.execute(
-                "INSERT INTO messages (received_at, request_id, remote_addr, soap_action, version, version_source,"
-                " timestamp, signature, body, body_sha256, event_count, duplicate_of)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    now,
-                    arrival.request_id,
-                    arrival.remote_addr,
-                    arrival.soap_action,
-                    notification.version,
-                    notification.version_source,
-                    notification.timestamp,
-                    notification.signature,
-                    arrival.body,
-                    digest,
-                    len(notification.events),
-                    original_id,
-                ),
-            ).lastrowid
-            if message_id is None:  # pragma: no cover (SQLite always sets it after an INSERT)
-                raise JournalError("the journal did not return the new message's id")
-            pending = duplicates = 0
-            for seq, event in enumerate(notification.events):
-                key = dedup_key(event)
+            return [self._insert(conn, notification, arrival, now) for notification, arrival, now in messages]
+
+    def _insert(self, conn: sqlite3.Connection, notification: Notification, arrival: Arrival, now: float) -> Recorded:
+        digest = hashlib.sha256(arrival.body).hexdigest()
+        original = conn.execute(
+            "SELECT id FROM messages WHERE body_sha256 = ? AND duplicate_of IS NULL ORDER BY id LIMIT 1", (digest,)
+        ).fetchone()
+        original_id = original[0] if original else None
+        message_id = conn.execute(
+            "INSERT INTO messages (received_at, request_id, remote_addr, soap_action, version, version_source,"
+            " timestamp, signature, body, body_sha256, event_count, duplicate_of)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                now,
+                arrival.request_id,
+                arrival.remote_addr,
+                arrival.soap_action,
+                notification.version,
+                notification.version_source,
+                notification.timestamp,
+                notification.signature,
+                arrival.body,
+                digest,
+                len(notification.events),
+                original_id,
+            ),
+        ).lastrowid
+        if message_id is None:  # pragma: no cover (SQLite always sets it after an INSERT)
+            raise JournalError("the journal did not return the new message's id")
+        keys = [dedup_key(event) for event in notification.events]
+        if original_id is None and len(set(keys)) == len(keys):
+            # The common case, a new message whose events are all different:
+            # look all its keys up at once and insert the rows in one call.
+            seen = self._stored_keys(conn, [key for key in keys if key is not None])
+            originals = [None if key is None else seen.get(key) for key in keys]
+            rows = [
+                self._event_row(message_id, seq, event, key=key, duplicate_of=duplicate_of, now=now)
+                for seq, (event, key, duplicate_of) in enumerate(zip(notification.events, keys, originals, strict=True))
+            ]
+            conn.executemany(_INSERT_EVENT, rows)
+        else:
+            # A replayed message, or one repeating an event: each event is
+            # judged against the rows inserted just before it.
+            originals = []
+            for seq, (event, key) in enumerate(zip(notification.events, keys, strict=True)):
                 duplicate_of = self._original_event(conn, original_id, seq, key)
-                state = "pending" if duplicate_of is None else "duplicate"
                 conn.execute(
-                    "INSERT INTO events (message_id, seq, event_type, event_time, hit_type_id, hit_id, assignment_id,"
-                    " version, dedup_key, state, duplicate_of, next_attempt_at, updated_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        message_id,
-                        seq,
-                        event.event_type,
-                        event.event_time.isoformat() if event.event_time else None,
-                        event.hit_type_id,
-                        event.hit_id,
-                        event.assignment_id,
-                        event.version,
-                        key if state == "pending" else None,
-                        state,
-                        duplicate_of,
-                        now if state == "pending" else None,
-                        now,
-                    ),
+                    _INSERT_EVENT, self._event_row(message_id, seq, event, key=key, duplicate_of=duplicate_of, now=now)
                 )
-                pending += state == "pending"
-                duplicates += state == "duplicate"
-        return Recorded(message_id, pending, duplicates, original_id is not None)
+                originals.append(duplicate_of)
+        duplicates = sum(duplicate_of is not None for duplicate_of in originals)
+        return Recorded(message_id, len(originals) - duplicates, duplicates, original_id is not None)
+
+    @staticmethod
+    def _stored_keys(conn: sqlite3.Connection, keys: list[str]) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for start in range(0, len(keys), _KEYS_PER_QUERY):
+            chunk = keys[start : start + _KEYS_PER_QUERY]
+            found.update(
+                conn.execute(
+                    f"SELECT dedup_key, id FROM events WHERE state != 'duplicate'"  # noqa: S608 (only placeholders)
+                    f" AND dedup_key IN ({', '.join('?' * len(chunk))})",
+                    chunk,
+                ).fetchall()
+            )
+        return found
+
+    @staticmethod
+    def _event_row(
+        message_id: int, seq: int, event: Event, *, key: str | None, duplicate_of: int | None, now: float
+    ) -> tuple[object, ...]:
+        pending = duplicate_of is None
+        return (
+            message_id,
+            seq,
+            event.event_type,
+            event.event_time.isoformat() if event.event_time else None,
+            event.hit_type_id,
+            event.hit_id,
+            event.assignment_id,
+            event.version,
+            key if pending else None,
+            "pending" if pending else "duplicate",
+            duplicate_of,
+            now if pending else None,
+            now,
+        )
 
     @staticmethod
     def _original_event(
@@ -311,43 +443,65 @@ class Journal:
 
     def claim(self, owner: str, lease: float, now: float | None = None) -> StoredEvent | None:
         """Claim the oldest due pending event for ``lease`` seconds, counting an attempt; None if none is due."""
+        return self.settle_and_claim(owner, lease, (), now)[1]
+
+    def settle_and_claim(
+        self, owner: str, lease: float, outcomes: Sequence[Outcome], now: float | None = None
+    ) -> tuple[list[int], StoredEvent | None]:
+        """Record ``outcomes`` and claim the next due event, in one transaction.
+
+        A dispatcher's loop needs both after every event; one commit instead
+        of two halves the time it holds the journal's write lock. Returns the
+        ids whose lease ``owner`` had lost (see :meth:`settle`) and the claimed
+        event (None if none is due).
+        """
         now = time.time() if now is None else now
         with self._write() as conn:
-            row = conn.execute(
-                "SELECT id FROM events WHERE state = 'pending' AND next_attempt_at <= ?"
+            lost = self._settle(conn, owner, outcomes, now)
+            cursor = conn.execute(
+                "SELECT * FROM events INDEXED BY events_pending WHERE state = 'pending' AND next_attempt_at <= ?"
                 " AND (lease_expires IS NULL OR lease_expires < ?) ORDER BY id LIMIT 1",
                 (now, now),
-            ).fetchone()
+            )
+            cursor.row_factory = sqlite3.Row
+            row = cursor.fetchone()
             if row is None:
-                return None
+                return lost, None
             conn.execute(
                 "UPDATE events SET lease_owner = ?, lease_expires = ?, attempts = attempts + 1, updated_at = ?"
                 " WHERE id = ?",
-                (owner, now + lease, now, row[0]),
+                (owner, now + lease, now, row["id"]),
             )
-        return self.get(int(row[0]))
+        return lost, dataclasses.replace(_stored(row), attempts=row["attempts"] + 1, updated_at=now)
 
     def delivered(self, event_id: int, owner: str, now: float | None = None) -> bool:
         """Mark a claimed event delivered; False if ``owner`` no longer held its lease."""
-        return self._finish(event_id, owner, "delivered", error=None, retry_at=None, now=now)
+        return not self.settle(owner, [Outcome(event_id, "delivered")], now)
 
     def failed(self, event_id: int, owner: str, error: str, retry_at: float | None, now: float | None = None) -> bool:
         """Record a failed attempt: pending again at ``retry_at``, or dead when it is None."""
         state = "dead" if retry_at is None else "pending"
-        return self._finish(event_id, owner, state, error=error, retry_at=retry_at, now=now)
+        return not self.settle(owner, [Outcome(event_id, state, error, retry_at)], now)
 
-    def _finish(
-        self, event_id: int, owner: str, state: str, *, error: str | None, retry_at: float | None, now: float | None
-    ) -> bool:
+    def settle(self, owner: str, outcomes: Sequence[Outcome], now: float | None = None) -> list[int]:
+        """Record the outcomes of claimed events in one transaction; the ids whose lease ``owner`` had lost."""
         now = time.time() if now is None else now
         with self._write() as conn:
+            return self._settle(conn, owner, outcomes, now)
+
+    @staticmethod
+    def _settle(conn: sqlite3.Connection, owner: str, outcomes: Sequence[Outcome], now: float) -> list[int]:
+        lost = []
+        for outcome in outcomes:
             cursor = conn.execute(
                 "UPDATE events SET state = ?, last_error = COALESCE(?, last_error), next_attempt_at = ?,"
                 " lease_owner = NULL, lease_expires = NULL, updated_at = ?"
                 " WHERE id = ? AND lease_owner = ? AND state = 'pending'",
-                (state, error, retry_at, now, event_id, owner),
+                (outcome.state, outcome.error, outcome.retry_at, now, outcome.event_id, owner),
             )
-            return cursor.rowcount == 1
+            if cursor.rowcount != 1:
+                lost.append(outcome.event_id)
+        return lost
 
     def release(self, owner_prefix: str, error: str, now: float | None = None) -> int:
         """Free the claims of a dispatcher known to be dead (owners starting with ``owner_prefix``).
@@ -472,11 +626,14 @@ class Journal:
             return deleted
 
 
-def _close_own(opened: list[tuple[int, sqlite3.Connection]]) -> None:
+def _close_own(opened: list[tuple[int, sqlite3.Connection]], fds: list[tuple[int, int]]) -> None:
     me = os.getpid()
     for pid, conn in [entry for entry in opened if entry[0] == me]:
         conn.close()
         opened.remove((pid, conn))
+    for pid, fd in [entry for entry in fds if entry[0] == me]:
+        os.close(fd)
+        fds.remove((pid, fd))
 
 
 def _stored(row: sqlite3.Row) -> StoredEvent:

@@ -13,9 +13,10 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from . import errors, metrics
+from .group_commit import GroupCommit
 from .journal import Arrival, Journal, JournalError, Recorded
 from .model import Notification
 from .policy import Policy
@@ -37,6 +38,11 @@ class Receptor:
     policy: Policy
     journal: Journal
     clock: Clock = utc_now
+    # Concurrent requests of one worker share commits (threaded workers).
+    commits: GroupCommit = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "commits", GroupCommit(self.journal))
 
     def handle(self, notification: Notification, arrival: Arrival) -> Recorded:
         """Judge ``notification`` and commit it to the journal, or raise the fault that refuses it."""
@@ -44,7 +50,7 @@ class Receptor:
         self.policy.check(notification, now)
         started = time.perf_counter()
         try:
-            recorded = self.journal.record(notification, arrival, now.timestamp())
+            recorded = self.commits.record(notification, arrival, now.timestamp())
         except JournalError as exc:
             logger.error("request %s: not accepted, the journal failed: %s", arrival.request_id, exc)
             raise errors.JournalUnavailable(

@@ -436,7 +436,7 @@ def receptor(
         app.receptor.journal.close()
         server.set_app(app)
         dispatcher = Dispatcher(
-            journal=Journal(journal_path),
+            journal=Journal(journal_path, durable=False),
             hook=hook,
             retry=RetryPolicy(settings.retry_schedule),
             hook_timeout=settings.hook_timeout,

@@ -1,0 +1,100 @@
+"""Group commit: the messages that arrive while one commit is being synced share the next one.
+
+Every accepted message must be on disk before its answer goes out, and an
+fsync costs the same for one message as for fifty. When a worker serves
+several requests at once (gunicorn's threaded workers), the request that
+finds no commit in progress leads: it writes whatever has queued up, its own
+message included, in one transaction, and wakes the others with their
+results. Requests that arrive meanwhile queue for the next commit, which the
+first of them leads. A lone request (or a sync worker) simply commits its own
+message, at no extra cost.
+
+No answer goes out before the commit that holds its message has returned;
+a failed batch is retried message by message, so that one message the
+journal refuses cannot take the others in its batch down with it.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from .journal import Arrival, Journal, JournalError, Recorded
+from .model import Notification
+
+
+@dataclass
+class _Pending:
+    notification: Notification
+    arrival: Arrival
+    now: float
+    ready: threading.Event = field(default_factory=threading.Event)
+    lead: bool = False
+    result: Recorded | None = None
+    error: JournalError | None = None
+
+
+class GroupCommit:
+    """Records notifications in ``journal``, sharing commits between concurrent callers."""
+
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+        self._lock = threading.Lock()
+        self._queue: list[_Pending] = []
+        self._leading = False
+
+    def record(self, notification: Notification, arrival: Arrival, now: float) -> Recorded:
+        """Store ``notification`` durably (see :meth:`Journal.record`); returns once its commit has returned."""
+        pending = _Pending(notification, arrival, now)
+        with self._lock:
+            self._queue.append(pending)
+            pending.lead = not self._leading
+            self._leading = True
+        while True:
+            if pending.lead:
+                pending.lead = False
+                self._commit_queued()
+            else:
+                pending.ready.wait()
+                pending.ready.clear()
+            if pending.result is not None:
+                return pending.result
+            if pending.error is not None:
+                raise pending.error
+
+    def _commit_queued(self) -> None:
+        with self._lock:
+            batch, self._queue = self._queue, []
+        try:
+            self._commit(batch)
+        except BaseException:
+            # Not the journal refusing (that is handled below) but a bug or an
+            # interruption: no one in the batch may wait for ever.
+            for waiting in batch:
+                if waiting.result is None and waiting.error is None:
+                    waiting.error = JournalError("the journal write was interrupted; see the log")
+            raise
+        finally:
+            for done in batch:
+                done.ready.set()
+            with self._lock:
+                if self._queue:
+                    # Hand the lead to the first message that waited: it commits the next batch.
+                    successor = self._queue[0]
+                    successor.lead = True
+                    successor.ready.set()
+                else:
+                    self._leading = False
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        try:
+            recorded = self.journal.record_many([(p.notification, p.arrival, p.now) for p in batch])
+        except JournalError as exc:
+            if len(batch) == 1:
+                batch[0].error = exc
+                return
+            for one in batch:
+                self._commit([one])
+            return
+        for done, result in zip(batch, recorded, strict=True):
+            done.result = result
