@@ -19,7 +19,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-from .journal import Arrival, Journal, JournalError, Recorded
+from .journal import Arrival, Journal, JournalError
 from .model import Notification
 
 
@@ -30,7 +30,7 @@ class _Pending:
     now: float
     ready: threading.Event = field(default_factory=threading.Event)
     lead: bool = False
-    result: Recorded | None = None
+    result: int | None = None  # the message id
     error: JournalError | None = None
 
 
@@ -43,8 +43,8 @@ class GroupCommit:
         self._queue: list[_Pending] = []
         self._leading = False
 
-    def record(self, notification: Notification, arrival: Arrival, now: float) -> Recorded:
-        """Store ``notification`` durably (see :meth:`Journal.record`); returns once its commit has returned."""
+    def append(self, notification: Notification, arrival: Arrival, now: float) -> int:
+        """Store ``notification`` durably (see :meth:`Journal.append_many`); its message id once its commit returned."""
         pending = _Pending(notification, arrival, now)
         with self._lock:
             self._queue.append(pending)
@@ -88,7 +88,7 @@ class GroupCommit:
 
     def _commit(self, batch: list[_Pending]) -> None:
         try:
-            recorded = self.journal.record_many([(p.notification, p.arrival, p.now) for p in batch])
+            appended = self.journal.append_many([(p.notification, p.arrival, p.now) for p in batch])
         except JournalError as exc:
             if len(batch) == 1:
                 batch[0].error = exc
@@ -96,5 +96,5 @@ class GroupCommit:
             for one in batch:
                 self._commit([one])
             return
-        for done, result in zip(batch, recorded, strict=True):
+        for done, result in zip(batch, appended, strict=True):
             done.result = result

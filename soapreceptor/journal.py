@@ -26,6 +26,7 @@ expires and another dispatcher takes the event again.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import fcntl
@@ -61,9 +62,12 @@ CREATE TABLE IF NOT EXISTS messages (
     body            BLOB    NOT NULL,
     body_sha256     TEXT    NOT NULL,
     event_count     INTEGER NOT NULL,
-    duplicate_of    INTEGER REFERENCES messages(id)
+    duplicate_of    INTEGER REFERENCES messages(id),
+    -- 0: the message's events are only in ``events`` (JSON), not yet in the
+    -- events table; the dispatcher queues them (Journal.queue_events).
+    events_queued   INTEGER NOT NULL DEFAULT 1,
+    events          TEXT
 );
-CREATE INDEX IF NOT EXISTS messages_by_body ON messages(body_sha256);
 
 CREATE TABLE IF NOT EXISTS events (
     id              INTEGER PRIMARY KEY,
@@ -85,13 +89,6 @@ CREATE TABLE IF NOT EXISTS events (
     last_error      TEXT,
     updated_at      REAL    NOT NULL
 );
--- The dispatcher's queue: pending events in arrival order (a claim reads it
--- through this index, never sorting the backlog; the index stays as small as
--- the backlog).
-CREATE INDEX IF NOT EXISTS events_pending ON events(id) WHERE state = 'pending';
-DROP INDEX IF EXISTS events_due;
--- At most one stored copy of each identifiable event: the rest are duplicates.
-CREATE UNIQUE INDEX IF NOT EXISTS events_once ON events(dedup_key) WHERE state != 'duplicate';
 
 -- Each dispatcher says it is alive here every few seconds (for /readyz).
 CREATE TABLE IF NOT EXISTS dispatchers (
@@ -100,7 +97,30 @@ CREATE TABLE IF NOT EXISTS dispatchers (
 );
 """
 
+#: Columns added since the first journals; an older journal gets them when opened.
+_ADDED_COLUMNS: Final[dict[str, dict[str, str]]] = {
+    "messages": {"events_queued": "INTEGER NOT NULL DEFAULT 1", "events": "TEXT"},
+}
 
+_INDEXES: Final[str] = """
+CREATE INDEX IF NOT EXISTS messages_by_body ON messages(body_sha256);
+-- Messages whose events wait to be queued, in arrival order.
+CREATE INDEX IF NOT EXISTS messages_unqueued ON messages(id) WHERE events_queued = 0;
+-- The dispatcher's queue: pending events in arrival order (a claim reads it
+-- through this index, never sorting the backlog; the index stays as small as
+-- the backlog).
+CREATE INDEX IF NOT EXISTS events_pending ON events(id) WHERE state = 'pending';
+DROP INDEX IF EXISTS events_due;
+-- At most one stored copy of each identifiable event: the rest are duplicates.
+CREATE UNIQUE INDEX IF NOT EXISTS events_once ON events(dedup_key) WHERE state != 'duplicate';
+"""
+
+
+_APPEND_MESSAGE: Final[str] = (
+    "INSERT INTO messages (id, received_at, request_id, remote_addr, soap_action, version, version_source,"
+    " timestamp, signature, body, body_sha256, event_count, events, events_queued)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)"
+)
 _INSERT_EVENT: Final[str] = (
     "INSERT INTO events (message_id, seq, event_type, event_time, hit_type_id, hit_id, assignment_id,"
     " version, dedup_key, state, duplicate_of, next_attempt_at, updated_at)"
@@ -109,6 +129,10 @@ _INSERT_EVENT: Final[str] = (
 #: How often a writer waiting for the writer lock looks again: from 50 µs, doubling to 2 ms.
 _LOCK_POLL_MIN: Final[float] = 0.00005
 _LOCK_POLL_MAX: Final[float] = 0.002
+#: The receptor's own checkpoint threshold (pages of 4 KiB), reached only when no dispatcher checkpoints.
+_BACKSTOP_CHECKPOINT_PAGES: Final[int] = 10000
+#: Messages whose events a dispatcher queues in one turn, when its queue has run dry.
+_QUEUE_PER_TURN: Final[int] = 16
 #: Keys looked up per query (SQLite allows 32766 parameters; a 1 MB message may carry thousands of events).
 _KEYS_PER_QUERY: Final[int] = 500
 
@@ -188,6 +212,11 @@ class Journal:
         self.path = Path(path)
         self.busy_timeout = busy_timeout
         self.durable = durable
+        # Checkpoints (copying the write-ahead log into the database) take
+        # milliseconds: the dispatcher makes them (checkpoint()), off the
+        # answer path; a receptor's own commits make one only as a backstop,
+        # when no dispatcher has for a long while (a 40 MB log).
+        self.autocheckpoint_pages = 1000 if not durable else _BACKSTOP_CHECKPOINT_PAGES
         self._local = threading.local()
         # Every connection this object opened, with the process that opened it:
         # closed with the journal, but only in that process (a connection
@@ -225,8 +254,15 @@ class Journal:
             if str(mode).lower() != "wal":
                 raise JournalError(f"the journal {self.path} cannot use WAL mode (got {mode!r})")
             conn.execute(f"PRAGMA synchronous = {'FULL' if self.durable else 'NORMAL'}")
+            conn.execute(f"PRAGMA wal_autocheckpoint = {self.autocheckpoint_pages}")
             conn.execute("PRAGMA foreign_keys = ON")
             conn.executescript(_SCHEMA)
+            for table, columns in _ADDED_COLUMNS.items():
+                present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+                for name, definition in columns.items():
+                    if name not in present:
+                        conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {definition}")
+            conn.executescript(_INDEXES)
         except sqlite3.Error as exc:
             raise JournalError(f"cannot open the journal {self.path}: {exc}") from exc
         return conn
@@ -317,75 +353,99 @@ class Journal:
 
     # -- the receptor's side ----------------------------------------------------
 
-    def record(self, notification: Notification, arrival: Arrival, now: float | None = None) -> Recorded:
-        """Store an accepted notification and its events durably; return what was stored.
+    def append_many(self, messages: Sequence[tuple[Notification, Arrival, float]]) -> list[int]:
+        """Store notifications durably, each with its arrival time, in one transaction; their message ids.
 
-        The commit has happened when this returns. The same message (byte for
-        byte) stored before makes every event of this one a duplicate; an
-        event seen before in another message is a duplicate on its own.
+        The receptor's path: the commit has happened (the write-ahead log is
+        synced) when this returns, so each message, with all its events, is
+        safe before its answer goes out. Only the message row is written:
+        the events are put in the dispatcher's queue, and judged for
+        duplicates, by :meth:`queue_events`, off the answer path.
+        """
+        rows = [_message_row(notification, arrival, now) for notification, arrival, now in messages]
+        with self._write() as conn:
+            first = (conn.execute("SELECT MAX(id) FROM messages").fetchone()[0] or 0) + 1
+            conn.executemany(_APPEND_MESSAGE, [(first + n, *row) for n, row in enumerate(rows)])
+        return list(range(first, first + len(rows)))
+
+    def record(self, notification: Notification, arrival: Arrival, now: float | None = None) -> Recorded:
+        """Store a notification durably and queue its events at once; what was stored.
+
+        The same message (byte for byte) stored before makes every event of
+        this one a duplicate; an event seen before in another message is a
+        duplicate on its own.
         """
         return self.record_many([(notification, arrival, time.time() if now is None else now)])[0]
 
     def record_many(self, messages: Sequence[tuple[Notification, Arrival, float]]) -> list[Recorded]:
-        """Store several notifications (each with its arrival time) in one transaction, so one fsync.
+        """:meth:`append_many` and :meth:`queue_events` for these messages, in one transaction."""
+        rows = [_message_row(notification, arrival, now) for notification, arrival, now in messages]
+        with self._write() as conn:
+            self._queue(conn, None)  # messages appended before these are judged first
+            first = (conn.execute("SELECT MAX(id) FROM messages").fetchone()[0] or 0) + 1
+            conn.executemany(_APPEND_MESSAGE, [(first + n, *row) for n, row in enumerate(rows)])
+            return self._queue(conn, None)
 
-        Each is judged against the journal and the ones before it in
-        ``messages``, exactly as if they had been recorded one by one; what
-        :meth:`record` would have returned for each, in order.
+    def queue_events(self, limit: int | None = None) -> list[Recorded]:
+        """Put the events of appended messages (up to ``limit`` messages, oldest first) in the dispatcher's queue.
+
+        Each event becomes ``pending``, or ``duplicate`` if it arrived before
+        (in a byte-identical message, or on its own in another message),
+        exactly as if it had been judged on arrival: messages are taken in
+        arrival order. Returns what was stored for each message queued.
         """
         with self._write() as conn:
-            return [self._insert(conn, notification, arrival, now) for notification, arrival, now in messages]
+            return self._queue(conn, limit)
 
-    def _insert(self, conn: sqlite3.Connection, notification: Notification, arrival: Arrival, now: float) -> Recorded:
-        digest = hashlib.sha256(arrival.body).hexdigest()
-        original = conn.execute(
-            "SELECT id FROM messages WHERE body_sha256 = ? AND duplicate_of IS NULL ORDER BY id LIMIT 1", (digest,)
-        ).fetchone()
-        original_id = original[0] if original else None
-        message_id = conn.execute(
-            "INSERT INTO messages (received_at, request_id, remote_addr, soap_action, version, version_source,"
-            " timestamp, signature, body, body_sha256, event_count, duplicate_of)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                now,
-                arrival.request_id,
-                arrival.remote_addr,
-                arrival.soap_action,
-                notification.version,
-                notification.version_source,
-                notification.timestamp,
-                notification.signature,
-                arrival.body,
-                digest,
-                len(notification.events),
-                original_id,
-            ),
-        ).lastrowid
-        if message_id is None:  # pragma: no cover (SQLite always sets it after an INSERT)
-            raise JournalError("the journal did not return the new message's id")
-        keys = [dedup_key(event) for event in notification.events]
+    def _queue(self, conn: sqlite3.Connection, limit: int | None) -> list[Recorded]:
+        rows = conn.execute(
+            "SELECT id, received_at, version, body_sha256, events FROM messages INDEXED BY messages_unqueued"
+            " WHERE events_queued = 0 ORDER BY id LIMIT ?",
+            (-1 if limit is None else limit,),
+        ).fetchall()
+        queued = []
+        for message_id, received_at, version, digest, events_json in rows:
+            original = conn.execute(
+                "SELECT id FROM messages WHERE body_sha256 = ? AND duplicate_of IS NULL AND id < ? ORDER BY id LIMIT 1",
+                (digest, message_id),
+            ).fetchone()
+            original_id = original[0] if original else None
+            events = _events_from_json(events_json, version)
+            originals = self._insert_events(conn, message_id, events, original_id, received_at)
+            # The JSON copy has done its job: the events table holds them now (and the body, always).
+            conn.execute(
+                "UPDATE messages SET events_queued = 1, events = NULL, duplicate_of = ? WHERE id = ?",
+                (original_id, message_id),
+            )
+            duplicates = sum(duplicate_of is not None for duplicate_of in originals)
+            queued.append(Recorded(message_id, len(originals) - duplicates, duplicates, original_id is not None))
+        if queued:
+            from . import metrics  # noqa: PLC0415 (metrics reads the journal: imported when first needed)
+
+            metrics.get().events_journaled.inc(sum(r.pending for r in queued))
+            metrics.get().duplicates.inc(sum(r.duplicates for r in queued))
+        return queued
+
+    def _insert_events(
+        self, conn: sqlite3.Connection, message_id: int, events: list[Event], original_id: int | None, now: float
+    ) -> list[int | None]:
+        """Insert a message's event rows; for each, the event it duplicates (None: a new, pending event)."""
+        keys = [dedup_key(event) for event in events]
         if original_id is None and len(set(keys)) == len(keys):
-            # The common case, a new message whose events are all different:
-            # look all its keys up at once and insert the rows in one call.
+            # The common case, a new message whose events all differ: all its
+            # keys looked up at once, all its rows inserted in one call.
             seen = self._stored_keys(conn, [key for key in keys if key is not None])
             originals = [None if key is None else seen.get(key) for key in keys]
-            rows = [
-                self._event_row(message_id, seq, event, key=key, duplicate_of=duplicate_of, now=now)
-                for seq, (event, key, duplicate_of) in enumerate(zip(notification.events, keys, originals, strict=True))
-            ]
-            conn.executemany(_INSERT_EVENT, rows)
-        else:
-            # A replayed message, or one repeating an event: each event is
-            # judged against the rows inserted just before it.
-            originals = []
-            for seq, (event, key) in enumerate(zip(notification.events, keys, strict=True)):
-                duplicate_of = self._original_event(conn, original_id, seq, key)
-                conn.execute(
-                    _INSERT_EVENT, self._event_row(message_id, seq, event, key=key, duplicate_of=duplicate_of, now=now)
-                )
-                originals.append(duplicate_of)
-        duplicates = sum(duplicate_of is not None for duplicate_of in originals)
-        return Recorded(message_id, len(originals) - duplicates, duplicates, original_id is not None)
+            conn.executemany(_INSERT_EVENT, _event_rows(message_id, events, keys, originals, now=now))
+            return originals
+        # A replayed message, or one repeating an event: each event is judged
+        # against the rows inserted just before it.
+        originals = []
+        for seq, (event, key) in enumerate(zip(events, keys, strict=True)):
+            duplicate_of = self._original_event(conn, original_id, seq, key)
+            conn.executemany(_INSERT_EVENT, _event_rows(message_id, [event], [key], [duplicate_of], now=now, first=seq))
+            originals.append(duplicate_of)
+        return originals
 
     @staticmethod
     def _stored_keys(conn: sqlite3.Connection, keys: list[str]) -> dict[str, int]:
@@ -400,27 +460,6 @@ class Journal:
                 ).fetchall()
             )
         return found
-
-    @staticmethod
-    def _event_row(
-        message_id: int, seq: int, event: Event, *, key: str | None, duplicate_of: int | None, now: float
-    ) -> tuple[object, ...]:
-        pending = duplicate_of is None
-        return (
-            message_id,
-            seq,
-            event.event_type,
-            event.event_time.isoformat() if event.event_time else None,
-            event.hit_type_id,
-            event.hit_id,
-            event.assignment_id,
-            event.version,
-            key if pending else None,
-            "pending" if pending else "duplicate",
-            duplicate_of,
-            now if pending else None,
-            now,
-        )
 
     @staticmethod
     def _original_event(
@@ -458,13 +497,12 @@ class Journal:
         now = time.time() if now is None else now
         with self._write() as conn:
             lost = self._settle(conn, owner, outcomes, now)
-            cursor = conn.execute(
-                "SELECT * FROM events INDEXED BY events_pending WHERE state = 'pending' AND next_attempt_at <= ?"
-                " AND (lease_expires IS NULL OR lease_expires < ?) ORDER BY id LIMIT 1",
-                (now, now),
-            )
-            cursor.row_factory = sqlite3.Row
-            row = cursor.fetchone()
+            row = self._next_due(conn, now)
+            # Events of appended messages join the queue only when it has run
+            # dry, a few messages at a time: short transactions, and still
+            # every event in arrival order (queued ones are always older).
+            if row is None and self._queue(conn, _QUEUE_PER_TURN):
+                row = self._next_due(conn, now)
             if row is None:
                 return lost, None
             conn.execute(
@@ -488,6 +526,17 @@ class Journal:
         now = time.time() if now is None else now
         with self._write() as conn:
             return self._settle(conn, owner, outcomes, now)
+
+    @staticmethod
+    def _next_due(conn: sqlite3.Connection, now: float) -> sqlite3.Row | None:
+        cursor = conn.execute(
+            "SELECT * FROM events INDEXED BY events_pending WHERE state = 'pending' AND next_attempt_at <= ?"
+            " AND (lease_expires IS NULL OR lease_expires < ?) ORDER BY id LIMIT 1",
+            (now, now),
+        )
+        cursor.row_factory = sqlite3.Row
+        row: sqlite3.Row | None = cursor.fetchone()
+        return row
 
     @staticmethod
     def _settle(conn: sqlite3.Connection, owner: str, outcomes: Sequence[Outcome], now: float) -> list[int]:
@@ -535,6 +584,13 @@ class Journal:
         row = self._read("SELECT MAX(beat_at) FROM dispatchers")[0]
         return None if row[0] is None else float(row[0])
 
+    def checkpoint(self) -> None:
+        """Copy the write-ahead log into the database as far as readers allow, without waiting for anyone."""
+        try:
+            self._connection().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error as exc:
+            raise JournalError(f"the journal {self.path} could not be checkpointed: {exc}") from exc
+
     def check_writable(self) -> None:
         """Raise :class:`JournalError` unless a write transaction can be taken now."""
         with self._write():
@@ -548,7 +604,14 @@ class Journal:
 
     # -- operators' side --------------------------------------------------------
 
+    def _queue_before_reading(self) -> None:
+        # Readers see every event accepted so far, queued or not yet; a
+        # journal that cannot be written is still read as it is.
+        with contextlib.suppress(JournalError):
+            self.queue_events()
+
     def get(self, event_id: int) -> StoredEvent | None:
+        self._queue_before_reading()
         rows = self._read("SELECT * FROM events WHERE id = ?", (event_id,))
         return _stored(rows[0]) if rows else None
 
@@ -556,6 +619,7 @@ class Journal:
         """Events in arrival order, optionally only those in ``state``."""
         if state is not None and state not in STATES:
             raise ValueError(f"unknown state {state!r}; one of {', '.join(STATES)}")
+        self._queue_before_reading()
         rows = self._read(
             "SELECT * FROM events WHERE (? IS NULL OR state = ?) ORDER BY id LIMIT ?",
             (state, state, -1 if limit is None else int(limit)),
@@ -563,8 +627,12 @@ class Journal:
         return [_stored(row) for row in rows]
 
     def counts(self) -> dict[str, int]:
-        """How many events are in each state."""
+        """How many events are in each state (those of messages not yet queued count as pending)."""
         found = {row[0]: row[1] for row in self._read("SELECT state, COUNT(*) FROM events GROUP BY state")}
+        waiting = self._read(
+            "SELECT TOTAL(event_count) FROM messages INDEXED BY messages_unqueued WHERE events_queued = 0"
+        )
+        found["pending"] = found.get("pending", 0) + int(waiting[0][0])
         return {state: int(found.get(state, 0)) for state in STATES}
 
     def redeliver(self, event_ids: Iterable[int], now: float | None = None) -> list[int]:
@@ -618,12 +686,82 @@ class Journal:
             deleted = conn.execute(
                 "DELETE FROM events WHERE state = 'delivered' AND updated_at < ?", (cutoff,)
             ).rowcount
+            # (A message whose events are not queued yet has none in the table: it stays.)
             conn.execute(
-                "UPDATE messages SET duplicate_of = NULL WHERE duplicate_of IN"
-                " (SELECT id FROM messages WHERE id NOT IN (SELECT message_id FROM events))"
+                "UPDATE messages SET duplicate_of = NULL WHERE duplicate_of IN (SELECT id FROM messages"
+                " WHERE events_queued = 1 AND id NOT IN (SELECT message_id FROM events))"
             )
-            conn.execute("DELETE FROM messages WHERE id NOT IN (SELECT message_id FROM events)")
+            conn.execute("DELETE FROM messages WHERE events_queued = 1 AND id NOT IN (SELECT message_id FROM events)")
             return deleted
+
+
+def _message_row(notification: Notification, arrival: Arrival, now: float) -> tuple[object, ...]:
+    """A message's row for :data:`_APPEND_MESSAGE` (all but the id): worked out before the write lock is taken."""
+    events = [
+        (e.event_type, e.event_time.isoformat() if e.event_time else None, e.hit_type_id, e.hit_id, e.assignment_id)
+        for e in notification.events
+    ]
+    return (
+        now,
+        arrival.request_id,
+        arrival.remote_addr,
+        arrival.soap_action,
+        notification.version,
+        notification.version_source,
+        notification.timestamp,
+        notification.signature,
+        arrival.body,
+        hashlib.sha256(arrival.body).hexdigest(),
+        len(events),
+        json.dumps(events, separators=(",", ":")),
+    )
+
+
+def _events_from_json(text: str, version: str) -> list[Event]:
+    return [
+        Event(
+            event_type=event_type,
+            event_time=dt.datetime.fromisoformat(event_time) if event_time else None,
+            hit_type_id=hit_type_id,
+            hit_id=hit_id,
+            assignment_id=assignment_id,
+            version=version,
+        )
+        for event_type, event_time, hit_type_id, hit_id, assignment_id in json.loads(text)
+    ]
+
+
+def _event_rows(
+    message_id: int,
+    events: Sequence[Event],
+    keys: Sequence[str | None],
+    originals: Sequence[int | None],
+    *,
+    now: float,
+    first: int = 0,
+) -> list[tuple[object, ...]]:
+    """Rows for :data:`_INSERT_EVENT`: events ``first``, ``first + 1``... of a message, given what each duplicates."""
+    rows: list[tuple[object, ...]] = []
+    for seq, (event, key, duplicate_of) in enumerate(zip(events, keys, originals, strict=True), start=first):
+        pending = duplicate_of is None
+        rows.append(
+            (
+                message_id,
+                seq,
+                event.event_type,
+                event.event_time.isoformat() if event.event_time else None,
+                event.hit_type_id,
+                event.hit_id,
+                event.assignment_id,
+                event.version,
+                key if pending else None,
+                "pending" if pending else "duplicate",
+                duplicate_of,
+                now if pending else None,
+                now,
+            )
+        )
+    return rows
 
 
 def _close_own(opened: list[tuple[int, sqlite3.Connection]], fds: list[tuple[int, int]]) -> None:

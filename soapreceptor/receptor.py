@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from . import errors, metrics
 from .group_commit import GroupCommit
-from .journal import Arrival, Journal, JournalError, Recorded
+from .journal import Arrival, Journal, JournalError
 from .model import Notification
 from .policy import Policy
 
@@ -44,13 +44,16 @@ class Receptor:
     def __post_init__(self) -> None:
         object.__setattr__(self, "commits", GroupCommit(self.journal))
 
-    def handle(self, notification: Notification, arrival: Arrival) -> Recorded:
-        """Judge ``notification`` and commit it to the journal, or raise the fault that refuses it."""
+    def handle(self, notification: Notification, arrival: Arrival) -> int:
+        """Judge ``notification`` and commit it to the journal (its message id), or raise the fault that refuses it.
+
+        The dispatcher then queues its events, judging each for duplicates.
+        """
         now = self.clock()
         self.policy.check(notification, now)
         started = time.perf_counter()
         try:
-            recorded = self.commits.record(notification, arrival, now.timestamp())
+            message_id = self.commits.append(notification, arrival, now.timestamp())
         except JournalError as exc:
             logger.error("request %s: not accepted, the journal failed: %s", arrival.request_id, exc)
             raise errors.JournalUnavailable(
@@ -58,6 +61,4 @@ class Receptor:
                 f"its log has the details under request id {arrival.request_id}"
             ) from None
         metrics.get().journal_commit.observe(time.perf_counter() - started)
-        metrics.get().events_journaled.inc(recorded.pending)
-        metrics.get().duplicates.inc(recorded.duplicates)
-        return recorded
+        return message_id
