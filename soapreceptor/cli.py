@@ -65,6 +65,9 @@ def _parser() -> argparse.ArgumentParser:
 
     dispatch = commands.add_parser("dispatch", help="deliver journaled events to the hook (runs until stopped)")
     dispatch.add_argument("--parent", type=int, help=argparse.SUPPRESS)  # set by the embedded dispatcher
+    dispatch.add_argument(
+        "--nice", type=int, default=0, metavar="N", help="lower the dispatcher's CPU priority by N (as nice(1))"
+    )
     dispatch.set_defaults(run=_dispatch)
 
     events = commands.add_parser("events", help="list the events in the journal")
@@ -197,6 +200,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s")
     journal = _journal()  # checked here, so a bad path is one clear line and exit 2
+    if args.nice:
+        os.nice(args.nice)
 
     def make_dispatcher() -> Dispatcher:
         return Dispatcher(

@@ -42,6 +42,8 @@ DEFAULT_SCHEDULE: Final[tuple[float, ...]] = (5, 300, 1800, 7200, 18000, 36000, 
 DEFAULT_HOOK_TIMEOUT: Final[float] = 30.0
 #: Seconds between a dispatcher's "I am alive" records in the journal (read by /readyz).
 HEARTBEAT_EVERY: Final[float] = 5.0
+#: Seconds between the dispatcher's checkpoints of the journal (see Journal.checkpoint).
+CHECKPOINT_EVERY: Final[float] = 1.0
 JITTER: Final[float] = 0.2
 
 
@@ -148,13 +150,17 @@ class Dispatcher:
         but not recorded as such).
         """
         logger.info("dispatcher %s started on %s", self.owner, self.journal.path)
-        last_beat = 0.0
+        last_beat = last_checkpoint = 0.0
         outcomes: list[Outcome] = []
         while not self.stopping and should_continue():
             try:
                 if time.monotonic() - last_beat >= HEARTBEAT_EVERY:
                     self.journal.heartbeat(self.owner, self.clock())
                     last_beat = time.monotonic()
+                if time.monotonic() - last_checkpoint >= CHECKPOINT_EVERY:
+                    # The receptor's workers leave checkpoints to the dispatcher, off the answer path.
+                    self.journal.checkpoint()
+                    last_checkpoint = time.monotonic()
                 lost, claimed = self.journal.settle_and_claim(self.owner, self.lease, outcomes, self.clock())
                 outcomes = []
                 self._settled(lost)
