@@ -25,8 +25,10 @@ from typing import Any, ClassVar, Final
 
 from lxml import etree
 from spyne import Application, ComplexModel, DateTime, Fault, Service, Unicode, rpc
+from spyne.const.http import HTTP_200
 from spyne.interface.wsdl import Wsdl11
 from spyne.protocol.soap import Soap11
+from spyne.server.wsgi import WsgiApplication
 
 from . import errors, versions, wire
 from .model import Notification
@@ -109,21 +111,12 @@ def build_application(version: str, handler: Handler | None = None) -> Applicati
         ) -> None:
             # NotifyProtocol has read the message already; its Notification
             # (not spyne's objects) is what the handler needs.
-            environ = ctx.transport.req_env
             try:
                 if handler is None:
                     raise errors.ServerFault("this service only describes the contract")
-                handler(ctx.udc.notification, ctx.udc.body, environ)
+                invoke(handler, ctx.udc.notification, ctx.udc.body, ctx.transport.req_env)
             except errors.NotifyFault as fault:
                 raise _WireFault(fault) from None
-            except Exception:
-                request_id = environ.get(ENVIRON_KEY, {}).get("request_id", "-")
-                logger.exception("request %s: unexpected error while handling Notify", request_id)
-                raise _WireFault(
-                    errors.ServerFault(
-                        f"internal error; the receptor's log has the details under request id {request_id}"
-                    )
-                ) from None
 
     protocol: Soap11 = NotifyProtocol() if handler is not None else Soap11()
     app = Application(
@@ -135,6 +128,61 @@ def build_application(version: str, handler: Handler | None = None) -> Applicati
     )
     app.transport = SOAP_HTTP_TRANSPORT
     return app
+
+
+def invoke(handler: Handler, notification: Notification, body: bytes, environ: dict[str, Any]) -> None:
+    """The Notify operation: ``handler`` takes the message, or a :class:`~soapreceptor.errors.NotifyFault` says why not.
+
+    Any other error becomes a Server fault that names the request id, with
+    the traceback in the log (never in the answer).
+    """
+    try:
+        handler(notification, body, environ)
+    except errors.NotifyFault:
+        raise
+    except Exception:
+        request_id = environ.get(ENVIRON_KEY, {}).get("request_id", "-")
+        logger.exception("request %s: unexpected error while handling Notify", request_id)
+        raise errors.ServerFault(
+            f"internal error; the receptor's log has the details under request id {request_id}"
+        ) from None
+
+
+class NotifyServer(WsgiApplication):
+    """spyne's WSGI server for the Notify application, with Notify calls answered on a short path.
+
+    Every call this service takes is a ``Notify``, and :class:`NotifyProtocol`
+    reads it with :mod:`soapreceptor.wire`, not with spyne's object
+    deserialisation. What spyne's generic request machinery adds around that
+    (a method context, its events, generic routing to the one operation)
+    cost more than reading a 10-event message, so :meth:`handle_rpc` goes
+    straight from the wire reader to the operation (:func:`invoke`) to the
+    answer. spyne still owns the service: its definition (and so the WSDL),
+    its protocol's mapping of faults to HTTP statuses, and the generic path,
+    which answers every request exactly as this one does
+    (``tests/test_service.py`` compares them on every fixture and hostile input).
+    """
+
+    def __init__(self, app: Application, handler: Handler, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.handler = handler
+
+    def handle_rpc(self, req_env: dict[str, Any], start_response: Any) -> list[bytes]:
+        body = req_env["wsgi.input"].read()
+        info = req_env.setdefault(ENVIRON_KEY, {})
+        try:
+            notification = wire.parse_notify(body, req_env.get("HTTP_SOAPACTION"))
+            invoke(self.handler, notification, body, req_env)
+        except errors.NotifyFault as fault:
+            info["outcome"] = fault.faultcode
+            status = self.app.out_protocol.fault_to_http_response_code(_WireFault(fault))
+            answer = wire.render_fault(fault)
+        else:
+            info["outcome"] = "accepted"
+            status = HTTP_200
+            answer = wire.render_response(notification.version)
+        start_response(status, [("Content-Type", wire.CONTENT_TYPE), ("Content-Length", str(len(answer)))])
+        return [answer]
 
 
 class _Incoming:

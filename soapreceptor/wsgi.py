@@ -19,8 +19,6 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
-from spyne.server.wsgi import WsgiApplication
-
 from . import errors, gate, metrics, versions, wire
 from .errors import ConfigError
 from .hooks import load_hook
@@ -28,7 +26,7 @@ from .journal import Arrival, Journal, JournalError
 from .model import Notification
 from .policy import Policy
 from .receptor import Clock, Receptor, utc_now
-from .service import ENVIRON_KEY, build_application, build_wsdl
+from .service import ENVIRON_KEY, NotifyServer, build_application, build_wsdl
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -52,8 +50,9 @@ class ReceptorApp:
         # workers fork, with the configured public URL (spyne would otherwise
         # take the Host of the first ?wsdl request and cache it per worker).
         self.wsdls: dict[str, bytes] = {v: build_wsdl(v, settings.public_url) for v in versions.VERSIONS}
-        self.soap = WsgiApplication(
+        self.soap = NotifyServer(
             build_application(versions.DEFAULT_VERSION, handler=self._handle),
+            self._handle,
             # The gate enforces the cap; spyne's own (2 MiB by default) must never be the lower one.
             max_content_length=settings.max_body + 1,
         )
