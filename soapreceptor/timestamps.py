@@ -3,9 +3,11 @@
 MTurk signs the ``Timestamp`` text, so the receptor never re-serialises a
 parsed value; this module only turns text into an instant (for the freshness
 check and for ``Event.event_time``) and formats fresh timestamps for the sender.
-Python's ``datetime.fromisoformat`` is not used: it accepts forms XML Schema
-does not (a space for ``T``, basic format) and rejects some it does (``24:00:00``,
-more than six fractional digits).
+Python's ``datetime.fromisoformat`` is not the parser: it accepts forms XML
+Schema does not (a space for ``T``, basic format) and rejects some it does
+(``24:00:00``, more than six fractional digits). It only reads MTurk's canonical
+form (``2006-05-23T23:22:30Z``) once a stricter pattern has checked the shape,
+because that is most of the work and it is several times quicker.
 """
 
 from __future__ import annotations
@@ -21,6 +23,12 @@ _XSD_DATETIME: Final[re.Pattern[str]] = re.compile(
     re.ASCII,
 )
 
+# MTurk's own form (what every recorded message carries), read without the general
+# parser: four-digit year, hours 00-23, ``Z``, no fraction, no surrounding white space.
+# Anything else, and any value this shape lets through that is not a real date and
+# time (month 13, second 60, year 0000), takes the general path below, which says why.
+_CANONICAL: Final[re.Pattern[str]] = re.compile(r"\d{4}-\d{2}-\d{2}T(?:[01]\d|2[0-3]):\d{2}:\d{2}Z", re.ASCII)
+
 
 def parse_xsd_datetime(text: str) -> dt.datetime:
     """Parse an xsd:dateTime into an aware UTC datetime.
@@ -30,6 +38,13 @@ def parse_xsd_datetime(text: str) -> dt.datetime:
     always sent. Raises ValueError with a readable reason for anything that is
     not an xsd:dateTime or that Python cannot represent (years outside 1-9999).
     """
+    if _CANONICAL.fullmatch(text) is not None:
+        try:
+            # For exactly this shape fromisoformat reads what the general path
+            # reads, and gives the same value: tzinfo is datetime.UTC.
+            return dt.datetime.fromisoformat(text)
+        except ValueError:
+            pass  # not a real date or time: the general path words the refusal
     value = text.strip()
     match = _XSD_DATETIME.fullmatch(value)
     if match is None:

@@ -14,7 +14,7 @@ Signature, a known version, versions that agree, no DTD).
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -36,6 +36,27 @@ _HEADER: Final[str] = f"{{{SOAP11_ENV}}}Header"
 _BODY: Final[str] = f"{{{SOAP11_ENV}}}Body"
 _MUST_UNDERSTAND: Final[str] = f"{{{SOAP11_ENV}}}mustUnderstand"
 _NIL: Final[str] = f"{{{XSI}}}nil"
+
+#: The children of ``Notify`` and of ``Event`` that are read; any other is ignored.
+_NOTIFY_CHILDREN: Final[tuple[str, ...]] = ("Event", "Signature", "Timestamp", "Version")
+_EVENT_FIELDS: Final[tuple[str, ...]] = ("EventType", "EventTime", "HITTypeId", "HITId", "AssignmentId")
+
+
+def _tag_table(namespace: str | None) -> dict[str, str]:
+    """Tag -> local name of the children read here, qualified in ``namespace`` and unqualified."""
+    names = _NOTIFY_CHILDREN + _EVENT_FIELDS
+    table = {name: name for name in names}
+    if namespace is not None:
+        table.update({f"{{{namespace}}}{name}": name for name in names})
+    return table
+
+
+# Built once: reading looks each child's tag up here instead of splitting it into a
+# QName, which is most of the cost of reading a message. Read-only, so thread-safe.
+_TAG_TABLES: Final[dict[str, dict[str, str]]] = {
+    versions.namespace(version): _tag_table(versions.namespace(version)) for version in versions.VERSIONS
+}
+_NAMESPACE_VERSIONS: Final[dict[str, str]] = {versions.namespace(version): version for version in versions.VERSIONS}
 
 _parsers = threading.local()
 
@@ -147,8 +168,8 @@ def read_notify(
     notify: etree._Element, *, header: etree._Element | None = None, soap_action: str | None = None
 ) -> Notification:
     """Build a :class:`Notification` from a ``Notify`` element and the header it came with."""
-    namespace = etree.QName(notify).namespace
-    ns_version = versions.version_from_namespace(namespace)
+    namespace = _namespace(notify)
+    ns_version = _NAMESPACE_VERSIONS.get(namespace or "") or versions.version_from_namespace(namespace)
     if ns_version is None:
         raise errors.UnknownVersion(
             f"Notify is in namespace {namespace!r}, which is not an MTurk notification namespace; "
@@ -163,12 +184,15 @@ def read_notify(
             f"in the namespace of version {ns_version}"
         )
 
+    tags = _tags(namespace)
     fields: dict[str, etree._Element] = {}
     event_elements: list[etree._Element] = []
-    for child in _elements(notify):
-        if not _in_notify_namespace(child, namespace):
-            continue
-        name = etree.QName(child).localname
+    for child in notify:
+        name = tags.get(child.tag)
+        if name is None:
+            name = _other_name(child, namespace)
+            if name is None:
+                continue
         if name == "Event":
             event_elements.append(child)
         elif name in ("Signature", "Timestamp", "Version"):
@@ -182,7 +206,7 @@ def read_notify(
         raise errors.MalformedMessage("Notify has no Timestamp element")
     if "Version" not in fields:
         raise errors.MalformedMessage("Notify has no Version element")
-    declared = _text(fields["Version"], "Version").strip()
+    declared = _quick_text(fields["Version"], "Version").strip()
     if declared != claim.version:
         raise errors.VersionMismatch(
             f"<Version> says {_preview(declared)} but the message was sent under version "
@@ -200,8 +224,10 @@ def read_notify(
 
     if not event_elements:
         raise errors.MalformedMessage("Notify carries no Event; a notification has at least one")
+    full = _has_dtd(notify)
     events = tuple(
-        _read_event(element, namespace, claim.version, index) for index, element in enumerate(event_elements, start=1)
+        _read_event(element, namespace, claim.version, index, tags=tags, full=full)
+        for index, element in enumerate(event_elements, start=1)
     )
     return Notification(
         version=claim.version,
@@ -242,19 +268,71 @@ def _header_version(header: etree._Element | None, soap_action: str | None) -> _
     return claims[0] if claims else None
 
 
-def _read_event(element: etree._Element, namespace: str | None, version: str, index: int) -> Event:
-    values: dict[str, etree._Element] = {}
-    for child in _elements(element):
-        if not _in_notify_namespace(child, namespace):
-            continue
-        name = etree.QName(child).localname
-        if name in values:
+def _read_event(
+    element: etree._Element,
+    namespace: str | None,
+    version: str,
+    index: int,
+    *,
+    tags: Mapping[str, str] | None = None,
+    full: bool | None = None,
+) -> Event:
+    """One ``Event`` of a Notify; ``tags`` is ``_tags(namespace)`` and ``full`` is ``_has_dtd(element)``."""
+    if tags is None:
+        tags = _tags(namespace)
+    if full is None:
+        full = _has_dtd(element)
+    # One pass over the children, all of them, before any content is judged: a
+    # duplicate is refused before anything is said about a field's content. A
+    # child holding only text and CDATA, with no attribute, is read on the way
+    # (its text is what _optional_text would return, and reading it cannot
+    # fail); any other child is kept as is, for the full reading in field order,
+    # and so is every child of a document with a DTD (see _has_dtd).
+    texts: dict[str, str | None] = {}
+    others: dict[str, etree._Element] = {}
+    for child in element:
+        name = tags.get(child.tag)
+        if name is None:
+            name = _other_name(child, namespace)
+            if name is None:
+                continue
+        if name in texts or name in others:
             raise errors.MalformedMessage(f"Event {index} has more than one {name} element")
-        values[name] = child
+        # len() counts element, comment, instruction and entity children, not text or CDATA.
+        if len(child) or child.keys() or full:
+            others[name] = child
+        else:
+            texts[name] = child.text or None
+    if others:
+        return _read_event_fully(texts, others, version, index)
+    event_type = texts.get("EventType")
+    if not event_type:
+        raise errors.MalformedMessage(f"Event {index} has no EventType")
+    event_time_text = texts.get("EventTime")
+    event_time = None
+    if event_time_text is not None:
+        try:
+            event_time = parse_xsd_datetime(event_time_text)
+        except ValueError as exc:
+            raise errors.MalformedMessage(f"Event {index} EventTime: {exc}") from None
+    # Positional, in Event's field order (tests/test_wire_fastpath.py holds it to
+    # that order): keyword arguments would add a tenth to the reading of an event.
+    return Event(event_type, event_time, texts.get("HITTypeId"), texts.get("HITId"), texts.get("AssignmentId"), version)
+
+
+def _read_event_fully(
+    texts: Mapping[str, str | None], others: Mapping[str, etree._Element], version: str, index: int
+) -> Event:
+    """The end of :func:`_read_event` for an event with a field that is not plain text.
+
+    ``texts`` holds the text of each plain field, ``others`` the element of
+    any other; the fields are judged in the order they always were, so the
+    first fault found is the one reported.
+    """
 
     def field(name: str) -> str | None:
-        found = values.get(name)
-        return None if found is None else _optional_text(found, f"Event {index} {name}")
+        found = others.get(name)
+        return texts.get(name) if found is None else _optional_text(found, f"Event {index} {name}")
 
     event_type = field("EventType")
     if not event_type:
@@ -313,6 +391,46 @@ def _require_known(version: str, where: str) -> None:
         )
 
 
+def _tags(namespace: str | None) -> Mapping[str, str]:
+    """The tag table for ``namespace``: built once for each known version, on demand for any other."""
+    table = _TAG_TABLES.get(namespace) if namespace is not None else None
+    return table if table is not None else _tag_table(namespace)
+
+
+def _namespace(element: etree._Element) -> str | None:
+    """``etree.QName(element).namespace``, without building a QName for the usual ``{namespace}local`` tag."""
+    tag = element.tag
+    if isinstance(tag, str) and tag.startswith("{"):
+        end = tag.find("}")
+        if end > 1 and end < len(tag) - 1:
+            return tag[1:end]
+    return etree.QName(element).namespace
+
+
+def _other_name(child: etree._Element, namespace: str | None) -> str | None:
+    """The local name of a child whose tag is not in the tag table, or None if it is no content.
+
+    None for comments, processing instructions and entity references, and for
+    elements of another namespace; an element of the Notify namespace (or none)
+    that this module does not read still counts, so that a duplicate is seen.
+    """
+    if not isinstance(child.tag, str) or not _in_notify_namespace(child, namespace):
+        return None
+    return etree.QName(child).localname
+
+
+def _has_dtd(element: etree._Element) -> bool:
+    """True if the document of ``element`` has a DTD, internal or external.
+
+    A DTD can give an element attributes by default (``xsi:nil`` among them):
+    ``get()`` sees those, ``keys()`` does not, so the quick reading of a field
+    with no attribute is not used under a DTD. :func:`parse_envelope` refuses
+    any DTD; this is for trees parsed some other way and handed to read_notify.
+    """
+    docinfo: Any = element.getroottree().docinfo
+    return docinfo.internalDTD is not None or docinfo.externalDTD is not None
+
+
 def _elements(parent: etree._Element) -> Iterator[etree._Element]:
     """Child elements only: comments and processing instructions are not content."""
     for child in parent:
@@ -332,6 +450,12 @@ def _text(element: etree._Element, what: str) -> str:
     if any(True for _ in _elements(element)):
         raise errors.MalformedMessage(f"{what} must hold text, not elements")
     return _joined_text(element)
+
+
+def _quick_text(element: etree._Element, what: str) -> str:
+    """:func:`_text`, read directly for an element with no child nodes but text and CDATA."""
+    # len() counts element, comment, instruction and entity children; .text is then all the text.
+    return element.text or "" if not len(element) else _text(element, what)
 
 
 def _joined_text(element: etree._Element) -> str:
