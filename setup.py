@@ -47,7 +47,11 @@ setup(
             "types-requests",
             "types-six",
             "suds-community",
+            # tests/test_bench.py runs the benchmark harness, chart included.
+            "matplotlib>=3.7",
         ],
+        # `make bench` (benchmarks/): the chart of its results.
+        "bench": ["matplotlib>=3.7"],
     },
     entry_points={
         "console_scripts": ["soapreceptor = soapreceptor.cli:main"],

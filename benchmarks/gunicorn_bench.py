@@ -1,0 +1,15 @@
+"""The one gunicorn configuration all three receptors run under in the benchmark.
+
+soapreceptor's own settings (``soapreceptor.gunicorn_config``), with the
+worker count and class the harness asks for. The embedded dispatcher starts
+only where ``SOAPRECEPTOR_DISPATCHER`` is not ``off``: the harness turns it off
+for the two peers, which have no journal.
+"""
+
+import os
+
+from soapreceptor.gunicorn_config import *  # noqa: F403
+
+workers = int(os.environ["BENCH_WORKERS"])
+worker_class = os.environ["BENCH_WORKER_CLASS"]
+threads = int(os.environ.get("BENCH_THREADS", "1"))

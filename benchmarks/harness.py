@@ -1,0 +1,240 @@
+"""``make bench``: soapreceptor, a naive spyne receptor and the bare limit, side by side, in one run.
+
+    python -m benchmarks.harness [--duration 8] [--rounds 3] [--sizes 1,10,100] [--out benchmarks/results]
+
+For each message size, in several rounds, each receptor in turn (the order
+rotating from round to round) is started under the same gunicorn settings,
+checked (it must accept a signed message and refuse a forged one), warmed
+up, and loaded with wrk at full speed; then again at half of soapreceptor's
+full-speed rate, for latency. soapreceptor must also hold in its journal every
+message it answered 200. Then the in-process pipeline per message size.
+Writes ``results.md``, ``throughput.png`` and ``runs.json`` to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import inprocess, load, report, servers
+from .report import Run
+
+#: How long wrk loads a freshly started receptor before the measured run (not counted).
+WARMUP_SECONDS = 1.0
+#: A paced connection pauses at least this long between requests (wrk's pause is whole milliseconds).
+PACE_MS = 5
+
+
+def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.harness", description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds of each measured wrk run (8)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per message size (3)")
+    parser.add_argument("--sizes", default="1,10,100", help="events per message, comma-separated (1,10,100)")
+    parser.add_argument("--connections", type=int, default=16, help="wrk connections at full speed (16)")
+    parser.add_argument("--wrk-threads", type=int, default=2, help="wrk threads (2)")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers of every receptor (2)")
+    parser.add_argument("--worker-class", default="gthread", help="gunicorn worker class of every receptor (gthread)")
+    parser.add_argument("--threads", type=int, default=8, help="threads per gthread worker (8, as shipped)")
+    parser.add_argument("--inprocess-messages", type=int, default=300, help="messages per in-process sample (300)")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    parser.add_argument("--no-chart", action="store_true", help="skip the PNG (no matplotlib needed)")
+    args = parser.parse_args(argv)
+    try:
+        args.sizes = [int(size) for size in args.sizes.split(",") if size.strip()]
+    except ValueError:
+        parser.error(f"--sizes: {args.sizes!r} is not a comma-separated list of whole numbers")
+    if not args.sizes or min(args.sizes) < 1:
+        parser.error("--sizes: each message carries at least one event")
+    if args.rounds < 1 or args.duration < 1:
+        parser.error("--rounds and --duration must be at least 1")
+    return args
+
+
+class Bench:
+    """One benchmark run: its settings, its scratch directory and what it measured."""
+
+    def __init__(self, args: argparse.Namespace, scratch: Path) -> None:
+        self.args = args
+        self.scratch = scratch
+        self.runs: list[Run] = []
+        self.serial = 0
+        self.started = 0
+
+    def log(self, text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    def _server(self, receptor: servers.Receptor) -> servers.Server:
+        self.started += 1
+        return servers.Server(
+            receptor,
+            self.scratch / f"{self.started:03d}-{receptor.name.replace(' ', '-')}",
+            workers=self.args.workers,
+            worker_class=self.args.worker_class,
+            threads=self.args.threads,
+        )
+
+    def _load(self, server: servers.Server, template: Path, seconds: float, **pace: int) -> load.Load:
+        first, self.serial = self.serial, self.serial + 10**9  # far apart: wrk's threads interleave theirs
+        return load.run(
+            server.url,
+            template,
+            first_serial=first,
+            seconds=seconds,
+            connections=pace.get("connections", self.args.connections),
+            threads=self.args.wrk_threads,
+            delay_ms=pace.get("delay_ms", 0),
+        )
+
+    def measure(self, receptor: servers.Receptor, events: int, number: int, kind: str, target: float = 0) -> Run:
+        template = load.write_template(self.scratch / f"template-{events}.xml", events)
+        pace = _pace(target) if kind == "paced" else {}
+        with self._server(receptor) as server:
+            warm = self._load(server, template, WARMUP_SECONDS, **pace)
+            measured = self._load(server, template, self.args.duration, **pace)
+            rss = server.peak_rss_kib()
+            backlog = _pending(server.journal) if receptor.journaled else None
+        if receptor.journaled:
+            # The check message, the warm-up's and the measured run's: each answered 200, each must be stored.
+            _check_journaled(server.journal, receptor.name, 1 + warm.requests + measured.requests)
+        run = Run(
+            receptor=receptor.name,
+            events=events,
+            round=number,
+            kind=kind,
+            rate=measured.rate,
+            p50_ms=measured.p50_ms,
+            p99_ms=measured.p99_ms,
+            peak_rss_kib=rss,
+            errors=measured.errors,
+            refused=measured.refused,
+            backlog=backlog,
+        )
+        self.log(
+            f"  {kind:5} {receptor.name:13} {events:3d} events/msg: {run.rate:8.0f} msg/s  "
+            f"p50 {run.p50_ms:6.1f} ms  p99 {run.p99_ms:7.1f} ms  rss {rss / 1024:5.1f} MiB"
+            + (f"  backlog {backlog}" if backlog is not None else "")
+        )
+        if measured.refused or measured.errors:
+            raise SystemExit(f"{receptor.name} refused {measured.refused} and failed {measured.errors} requests")
+        self.runs.append(run)
+        return run
+
+    def run(self) -> int:
+        for events in self.args.sizes:
+            self.log(f"{events} event(s) per message")
+            for number in range(self.args.rounds):
+                for receptor in _rotated(servers.RECEPTORS, number):
+                    self.measure(receptor, events, number, "peak")
+            peak = statistics.median(
+                r.rate for r in self.runs if (r.receptor, r.events, r.kind) == (report.SOAPRECEPTOR, events, "peak")
+            )
+            for number in range(self.args.rounds):
+                for receptor in _rotated(servers.RECEPTORS, number):
+                    self.measure(receptor, events, number, "paced", target=peak / 2)
+        self.log("in-process pipeline")
+        seconds = inprocess.measure(
+            self.scratch / "inprocess", self.args.sizes, self.args.inprocess_messages, self.args.rounds
+        )
+        return self.write(seconds)
+
+    def write(self, seconds: dict[str, dict[int, float]]) -> int:
+        out: Path = self.args.out
+        out.mkdir(parents=True, exist_ok=True)
+        table = report.rows(self.runs, seconds)
+        (out / "results.md").write_text(report.markdown(table, self.runs, self.context()))
+        (out / "runs.json").write_text(
+            json.dumps({"runs": [run.as_dict() for run in self.runs], "inprocess_seconds": seconds}, indent=1) + "\n"
+        )
+        if not self.args.no_chart:
+            report.chart(table, out / "throughput.png")
+        print((out / "results.md").read_text())
+        return 0
+
+    def context(self) -> dict[str, str]:
+        args = self.args
+        return {
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "machine": f"{_cpu_model()}, {os.cpu_count()} CPUs, Linux {platform.release()}",
+            "software": f"CPython {platform.python_version()}, {_wrk_version()}, SQLite {sqlite3.sqlite_version}",
+            "servers": f"gunicorn, {args.workers} {args.worker_class} workers"
+            + (f" x {args.threads} threads" if args.worker_class == "gthread" else "")
+            + ", the same settings for all three (benchmarks/gunicorn_bench.py)",
+            "soapreceptor": "as shipped: full verification, journal in WAL mode with synchronous=FULL committed "
+            "before each answer, embedded dispatcher handing every event to a no-op hook",
+            "load": f"wrk, {args.wrk_threads} threads, {args.connections} keep-alive connections at full speed; "
+            f"{WARMUP_SECONDS:g} s warm-up then {args.duration:g} s measured per run; every message different "
+            "(its own HIT and assignment ids), signed with a current timestamp",
+            "rounds": f"{args.rounds} per size, receptor order rotating each round; medians reported",
+        }
+
+
+def _rotated(items: Sequence[servers.Receptor], number: int) -> list[servers.Receptor]:
+    shift = number % len(items)
+    return [*items[shift:], *items[:shift]]
+
+
+def _pace(target: float) -> dict[str, int]:
+    """wrk settings offering about ``target`` requests per second: n connections, each pausing PACE_MS."""
+    per_connection = 1000 / (PACE_MS + 1)  # 1 ms for the answer itself, roughly
+    return {"connections": max(1, math.ceil(target / per_connection)), "delay_ms": PACE_MS}
+
+
+def _pending(journal: Path) -> int:
+    with sqlite3.connect(journal) as conn:
+        return int(conn.execute("SELECT COUNT(*) FROM events WHERE state = 'pending'").fetchone()[0])
+
+
+def _check_journaled(journal: Path, name: str, answered: int) -> None:
+    """Every message answered 200 must be in the journal (it may hold more: answers wrk stopped waiting for)."""
+    with sqlite3.connect(journal) as conn:
+        stored = int(conn.execute("SELECT COUNT(*) FROM messages").fetchone()[0])
+    if stored < answered:
+        raise SystemExit(f"{name} answered 200 to {answered} messages but its journal holds only {stored}")
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def _wrk_version() -> str:
+    done = subprocess.run([load.wrk_binary(), "--version"], capture_output=True, text=True, check=False)
+    return (done.stdout or done.stderr).splitlines()[0].split(" [")[0] if (done.stdout or done.stderr) else "wrk"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _arguments(argv)
+    try:
+        load.wrk_binary()
+    except load.LoadError as exc:
+        print(f"make bench: {exc}", file=sys.stderr)
+        return 2
+    scratch = Path(tempfile.mkdtemp(prefix="soapreceptor-bench-"))
+    try:
+        return Bench(args, scratch).run()
+    except (servers.ServerError, load.LoadError) as exc:
+        print(f"make bench: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

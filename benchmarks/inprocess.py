@@ -1,0 +1,97 @@
+"""The Notify pipeline in process, per message size: request bytes in, answer bytes out, journal committed.
+
+No HTTP and no load generator: each receptor's WSGI callable is called
+directly, one message after another, so the numbers are the receptors' own
+cost per message (soapreceptor's including its fsync'd journal commit, the
+two peers with none). It is what grows with the events per message.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import statistics
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from . import payloads
+
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+def apps(workdir: Path) -> dict[str, WsgiApp]:
+    """The three receptors as WSGI callables; soapreceptor's journal is a fresh file in ``workdir``."""
+    os.environ["SOAPRECEPTOR_SECRET"] = payloads.SECRET  # read by the two peers when imported
+    from soapreceptor.settings import Settings  # noqa: PLC0415 (after the environment is set)
+    from soapreceptor.wsgi import create_app  # noqa: PLC0415
+
+    from . import bare, naive_spyne  # noqa: PLC0415
+
+    # The access log would measure the terminal; it stays on in the served runs.
+    logging.getLogger("soapreceptor").setLevel(logging.WARNING)
+    workdir.mkdir(parents=True, exist_ok=True)
+    settings = Settings.from_env(
+        {"SOAPRECEPTOR_SECRET": payloads.SECRET, "SOAPRECEPTOR_JOURNAL": str(workdir / "inprocess.db")}
+    )
+    return {
+        "soapreceptor": create_app(settings),
+        "naive spyne": naive_spyne.application,
+        "bare limit": bare.application,
+    }
+
+
+def _environ(body: bytes) -> dict[str, Any]:
+    return {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": "/",
+        "QUERY_STRING": "",
+        "CONTENT_TYPE": "text/xml; charset=utf-8",
+        "CONTENT_LENGTH": str(len(body)),
+        "HTTP_SOAPACTION": '""',
+        "REMOTE_ADDR": "127.0.0.1",
+        "SERVER_NAME": "localhost",
+        "SERVER_PORT": "8080",
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(body),
+    }
+
+
+def time_per_message(app: WsgiApp, bodies: list[bytes]) -> float:
+    """Seconds per message to answer each of ``bodies`` (every answer must be 200)."""
+    statuses: list[str] = []
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], None]:
+        statuses.append(status)
+        return lambda data: None
+
+    started = time.perf_counter()
+    for body in bodies:
+        b"".join(app(_environ(body), start_response))
+    elapsed = time.perf_counter() - started
+    refused = [status for status in statuses if not status.startswith("200")]
+    if refused:
+        raise RuntimeError(f"the in-process run was refused: {refused[:3]}")
+    return elapsed / len(bodies)
+
+
+def measure(
+    workdir: Path, sizes: list[int], messages: int, rounds: int, first_serial: int = 10**11
+) -> dict[str, dict[int, float]]:
+    """Median seconds per message, by receptor and events per message, over ``rounds`` alternating rounds."""
+    receptors = apps(workdir)
+    samples: dict[str, dict[int, list[float]]] = {name: {size: [] for size in sizes} for name in receptors}
+    serial = first_serial
+    for size in sizes:
+        for round_number in range(rounds):
+            names = list(receptors)
+            names = names[round_number % len(names) :] + names[: round_number % len(names)]
+            for name in names:
+                bodies = list(payloads.messages(size, messages, first=serial))
+                serial += messages
+                samples[name][size].append(time_per_message(receptors[name], bodies))
+    return {
+        name: {size: statistics.median(values) for size, values in by_size.items()} for name, by_size in samples.items()
+    }

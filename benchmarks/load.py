@@ -1,0 +1,96 @@
+"""The load generator: wrk (HTTP/1.1 keep-alive, C, latency percentiles) driven by ``wrk.lua``."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import payloads
+
+SCRIPT = Path(__file__).resolve().parent / "wrk.lua"
+#: Where the serial number goes in a template (12 characters, as wide as the serial).
+MARKER = "@" * 12
+
+
+class LoadError(RuntimeError):
+    """wrk is missing or did not produce a usable result."""
+
+
+@dataclass(frozen=True)
+class Load:
+    """What one wrk run measured."""
+
+    requests: int
+    seconds: float
+    refused: int
+    errors: int
+    p50_ms: float
+    p99_ms: float
+
+    @property
+    def rate(self) -> float:
+        """Answered requests per second."""
+        return self.requests / self.seconds if self.seconds else 0.0
+
+
+def wrk_binary() -> str:
+    found = shutil.which("wrk")
+    if found is None:
+        raise LoadError("wrk is not installed: apt-get install wrk (Debian's package is what the results used)")
+    return found
+
+
+def write_template(path: Path, events: int) -> Path:
+    """A body with ``events`` events, signed now, with the serial marker where each message's ids go."""
+    body = payloads.message(events, 0, stamp=payloads.timestamp())
+    body = body.replace(f"{0:012d}".encode(), MARKER.encode())
+    path.write_bytes(body)
+    return path
+
+
+def run(
+    url: str,
+    template: Path,
+    *,
+    first_serial: int,
+    seconds: float,
+    connections: int,
+    threads: int,
+    delay_ms: int = 0,
+) -> Load:
+    """Run wrk against ``url`` for ``seconds``; ``delay_ms`` paces each connection."""
+    threads = min(threads, connections)
+    command = [
+        wrk_binary(),
+        f"--threads={threads}",
+        f"--connections={connections}",
+        f"--duration={max(1, math.ceil(seconds))}s",
+        "--timeout=30s",
+        "--latency",
+        f"--script={SCRIPT}",
+        url,
+        "--",
+        str(template),
+        str(first_serial),
+        str(threads),
+    ]
+    env = dict(os.environ, WRK_DELAY_MS=str(delay_ms))
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        raise LoadError(f"wrk failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    report = json.loads(lines[-1])
+    errors = report["errors"]
+    return Load(
+        requests=report["requests"] - report["refused"],
+        seconds=report["duration_us"] / 1e6,
+        refused=report["refused"],
+        errors=errors["connect"] + errors["read"] + errors["write"] + errors["timeout"],
+        p50_ms=report["latency_us"]["p50"] / 1000,
+        p99_ms=report["latency_us"]["p99"] / 1000,
+    )

@@ -1,0 +1,200 @@
+"""From the runs to the results: medians, ratios, the Markdown table and the chart."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+SOAPRECEPTOR, NAIVE, BARE = "soapreceptor", "naive spyne", "bare limit"
+RECEPTOR_ORDER = (SOAPRECEPTOR, NAIVE, BARE)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One receptor, one message size, one round: what wrk and /proc measured."""
+
+    receptor: str
+    events: int
+    round: int
+    kind: str  # "peak" (full speed) or "paced" (half of soapreceptor's peak)
+    rate: float
+    p50_ms: float
+    p99_ms: float
+    peak_rss_kib: int
+    errors: int
+    refused: int
+    backlog: int | None = None  # soapreceptor: events not yet handed on when the load stopped
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Row:
+    """The medians of one receptor at one message size."""
+
+    receptor: str
+    events: int
+    rate: float
+    p50_ms: float
+    p99_ms: float
+    paced_rate: float | None
+    paced_p50_ms: float | None
+    paced_p99_ms: float | None
+    peak_rss_mib: float
+    inprocess_us: float | None
+    backlog: float | None
+
+
+def _median(values: Sequence[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def rows(runs: Sequence[Run], inprocess: dict[str, dict[int, float]]) -> list[Row]:
+    """One row per (receptor, events per message), in receptor order, medians over the rounds."""
+    table = []
+    for events in sorted({run.events for run in runs}):
+        for receptor in RECEPTOR_ORDER:
+            peak = [r for r in runs if (r.receptor, r.events, r.kind) == (receptor, events, "peak")]
+            paced = [r for r in runs if (r.receptor, r.events, r.kind) == (receptor, events, "paced")]
+            if not peak:
+                continue
+            backlogs = [float(r.backlog) for r in peak if r.backlog is not None]
+            seconds = inprocess.get(receptor, {}).get(events)
+            table.append(
+                Row(
+                    receptor=receptor,
+                    events=events,
+                    rate=statistics.median(r.rate for r in peak),
+                    p50_ms=statistics.median(r.p50_ms for r in peak),
+                    p99_ms=statistics.median(r.p99_ms for r in peak),
+                    paced_rate=_median([r.rate for r in paced]),
+                    paced_p50_ms=_median([r.p50_ms for r in paced]),
+                    paced_p99_ms=_median([r.p99_ms for r in paced]),
+                    peak_rss_mib=max(r.peak_rss_kib for r in [*peak, *paced]) / 1024,
+                    inprocess_us=None if seconds is None else seconds * 1e6,
+                    backlog=_median(backlogs),
+                )
+            )
+    return table
+
+
+def ratios(runs: Sequence[Run], peer: str) -> dict[int, float]:
+    """soapreceptor's full-speed throughput over ``peer``'s, per message size: the median of the per-round ratios.
+
+    Each round ran the receptors one after the other, so a ratio compares
+    runs made within a minute of each other on the same machine.
+    """
+    found = {}
+    for events in sorted({run.events for run in runs}):
+        per_round = []
+        for number in sorted({run.round for run in runs}):
+            peak = {r.receptor: r.rate for r in runs if (r.events, r.round, r.kind) == (events, number, "peak")}
+            if peak.get(SOAPRECEPTOR) and peak.get(peer):
+                per_round.append(peak[SOAPRECEPTOR] / peak[peer])
+        if per_round:
+            found[events] = statistics.median(per_round)
+    return found
+
+
+def _number(value: float | None, digits: int = 0) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def markdown(table: Sequence[Row], runs: Sequence[Run], context: dict[str, str]) -> str:
+    """The results page: how it was run, the table, the ratios, and the targets of issue 8."""
+    naive, bare = ratios(runs, NAIVE), ratios(runs, BARE)
+    lines = [
+        "# soapreceptor benchmark results",
+        "",
+        "Produced by `make bench` (`python -m benchmarks.harness`); every number below comes from the run",
+        "described here. Ratios are what carries over to another machine; absolute numbers do not.",
+        "",
+        *(f"- {key}: {value}" for key, value in context.items()),
+        "",
+        "## Throughput and latency",
+        "",
+        "Full speed: wrk with keep-alive connections as fast as the receptor answers. Paced: the same",
+        "message size offered at about half of soapreceptor's full-speed rate (wrk pausing between requests).",
+        "Latency is wrk's, from sending a request to the end of its answer. RSS is the largest peak resident",
+        "set (VmHWM) of any gunicorn worker. In-process: one message after another through the receptor's WSGI",
+        "callable, no HTTP (soapreceptor's includes its fsync'd journal commit). Backlog: events journaled but",
+        "not yet handed to the (no-op) hook when the load stopped; the dispatcher then delivers them.",
+        "",
+        "| receptor | events/msg | msg/s | events/s | p50 ms | p99 ms | paced msg/s | paced p50 ms "
+        "| paced p99 ms | RSS MiB | in-process µs/msg | backlog |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in table:
+        lines.append(
+            f"| {row.receptor} | {row.events} | {_number(row.rate)} | {_number(row.rate * row.events)} "
+            f"| {_number(row.p50_ms, 1)} | {_number(row.p99_ms, 1)} | {_number(row.paced_rate)} "
+            f"| {_number(row.paced_p50_ms, 1)} | {_number(row.paced_p99_ms, 1)} | {_number(row.peak_rss_mib, 1)} "
+            f"| {_number(row.inprocess_us)} | {_number(row.backlog)} |"
+        )
+    lines += [
+        "",
+        "## Ratios (soapreceptor's full-speed throughput over the peer's, median of the per-round ratios)",
+        "",
+        "| events/msg | soapreceptor / naive spyne | soapreceptor / bare limit |",
+        "|---:|---:|---:|",
+    ]
+    for events in sorted(set(naive) | set(bare)):
+        lines.append(f"| {events} | {_number(naive.get(events), 2)} | {_number(bare.get(events), 2)} |")
+    lines += ["", "## Targets (issue 8, 10-event messages)", ""]
+    lines += _targets(table, naive, bare)
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _targets(table: Sequence[Row], naive: dict[int, float], bare: dict[int, float]) -> list[str]:
+    def verdict(ok: bool | None) -> str:
+        return "not measured" if ok is None else ("met" if ok else "**not met**")
+
+    ten = next((row for row in table if (row.receptor, row.events) == (SOAPRECEPTOR, 10)), None)
+    mine = {row.events: row.inprocess_us for row in table if row.receptor == SOAPRECEPTOR}
+    ten_us, hundred_us = mine.get(10), mine.get(100)
+    growth = hundred_us / ten_us if ten_us and hundred_us else None
+    p99 = None if ten is None else ten.paced_p99_ms
+    over_naive, over_bare = naive.get(10), bare.get(10)
+    return [
+        f"- soapreceptor / naive spyne >= 3: {_number(over_naive, 2)} "
+        f"({verdict(None if over_naive is None else over_naive >= 3)})",
+        f"- soapreceptor / bare limit >= 0.5: {_number(over_bare, 2)} "
+        f"({verdict(None if over_bare is None else over_bare >= 0.5)})",
+        f"- p99 at half of peak <= 10 ms: {_number(p99, 1)} ms ({verdict(None if p99 is None else p99 <= 10)})",
+        f"- time per message at most linear in events (in-process, 100 events / 10 events <= 10): "
+        f"{_number(growth, 2)} ({verdict(None if growth is None else growth <= 10)})",
+    ]
+
+
+def chart(table: Sequence[Row], path: Path) -> Path:
+    """A PNG of full-speed throughput (messages and events per second) against events per message."""
+    import matplotlib  # noqa: PLC0415 (only the harness needs it)
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    figure, (messages, events) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for receptor, marker in zip(RECEPTOR_ORDER, ("o", "s", "^"), strict=True):
+        mine = sorted((row.events, row.rate) for row in table if row.receptor == receptor)
+        if not mine:
+            continue
+        sizes = [size for size, _ in mine]
+        messages.plot(sizes, [rate for _, rate in mine], marker=marker, label=receptor)
+        events.plot(sizes, [rate * size for size, rate in mine], marker=marker, label=receptor)
+    for axes, unit in ((messages, "messages per second"), (events, "events per second")):
+        axes.set_xscale("log")
+        axes.set_yscale("log")
+        axes.set_xlabel("events per message")
+        axes.set_ylabel(unit)
+        axes.grid(True, which="both", alpha=0.3)
+        axes.legend()
+    figure.suptitle("Throughput at full speed (2 gunicorn workers, same settings for all three)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path

@@ -1,0 +1,90 @@
+-- wrk script for the soapreceptor benchmark: every request a different, validly signed Notify.
+--
+-- MTurk signs only the Timestamp, so one signed template per run serves for
+-- any number of messages: each request puts a serial number, unique across
+-- wrk's threads, into the template's ids. The receptors must therefore store
+-- (and soapreceptor hand on) every event as new, as with real traffic.
+--
+--   [WRK_DELAY_MS=N] wrk -t THREADS -s benchmarks/wrk.lua URL -- TEMPLATE_FILE FIRST_SERIAL THREADS
+--
+-- TEMPLATE_FILE holds the body with the marker @@@@@@@@@@@@ (12 characters,
+-- replaced by a 12-digit serial, so every body has the template's length).
+-- WRK_DELAY_MS, if set, makes each connection wait that many milliseconds
+-- between requests (a paced load, for latency below the peak; an environment
+-- variable because wrk decides whether a script paces before init() runs).
+-- done() prints one JSON line.
+
+local threads = {}
+local counter = 0
+
+function setup(thread)
+   thread:set("id", counter)
+   counter = counter + 1
+   table.insert(threads, thread)
+end
+
+local delay_ms = tonumber(os.getenv("WRK_DELAY_MS") or "0")
+-- Globals, not locals: done() reads sent and refused through thread:get().
+parts, serial, step, sent, refused = nil, 0, 1, 0, 0
+local headers = {
+   ["Content-Type"] = "text/xml; charset=utf-8",
+   ["SOAPAction"] = '""',
+   ["User-Agent"] = "Axis/1.4",
+}
+
+function init(args)
+   local file = assert(io.open(args[1], "rb"))
+   local template = file:read("*a")
+   file:close()
+   parts = {}
+   local start = 1
+   while true do
+      local i, j = string.find(template, "@@@@@@@@@@@@", start, true)
+      if i == nil then break end
+      table.insert(parts, string.sub(template, start, i - 1))
+      start = j + 1
+   end
+   table.insert(parts, string.sub(template, start))
+   assert(#parts > 1, "the template has no serial marker")
+   -- Thread n takes serials first + n, first + n + threads, ...: never the same twice.
+   -- (setup() runs in the main Lua state: each thread is told the thread count.)
+   step = tonumber(args[3])
+   serial = tonumber(args[2]) + id
+   sent = 0
+   refused = 0
+end
+
+function request()
+   local body = table.concat(parts, string.format("%012d", serial))
+   serial = serial + step
+   sent = sent + 1
+   return wrk.format("POST", nil, headers, body)
+end
+
+if delay_ms > 0 then
+   function delay()
+      return delay_ms
+   end
+end
+
+function response(status, response_headers, body)
+   if status ~= 200 then
+      refused = refused + 1
+   end
+end
+
+function done(summary, latency, requests)
+   local total_sent, total_refused = 0, 0
+   for _, thread in ipairs(threads) do
+      total_sent = total_sent + thread:get("sent")
+      total_refused = total_refused + thread:get("refused")
+   end
+   io.write(string.format(
+      '{"requests": %d, "duration_us": %d, "bytes": %d, "sent": %d, "refused": %d, '
+         .. '"errors": {"connect": %d, "read": %d, "write": %d, "status": %d, "timeout": %d}, '
+         .. '"latency_us": {"mean": %.1f, "max": %d, "p50": %d, "p90": %d, "p99": %d, "p999": %d}}\n',
+      summary.requests, summary.duration, summary.bytes, total_sent, total_refused,
+      summary.errors.connect, summary.errors.read, summary.errors.write, summary.errors.status,
+      summary.errors.timeout, latency.mean, latency.max, latency:percentile(50), latency:percentile(90),
+      latency:percentile(99), latency:percentile(99.9)))
+end

@@ -1,0 +1,85 @@
+"""The benchmark harness, on a tiny budget: it runs end to end and reports all three receptors.
+
+No speed is asserted here (speed claims come from ``make bench`` only): the
+test checks that the harness starts the three receptors under gunicorn, loads
+them with wrk, measures them in process, and writes the table, the ratios and
+the chart.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from .support import REPO
+
+
+def test_the_harness_measures_all_three_receptors(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.harness",
+            "--duration=1",
+            "--rounds=1",
+            "--sizes=1,2",
+            "--inprocess-messages=5",
+            f"--out={out}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    table = (out / "results.md").read_text()
+    rows = [line for line in table.splitlines() if re.match(r"\| (soapreceptor|naive spyne|bare limit) \| \d", line)]
+    assert [row.split("|")[1].strip() for row in rows] == ["soapreceptor", "naive spyne", "bare limit"] * 2
+    for row in rows:
+        cells = [cell.strip() for cell in row.split("|")[1:-1]]
+        assert float(cells[2].replace(",", "")) > 0, f"no throughput measured: {row}"
+    assert re.search(r"\| 2 \| [\d.]+ \| [\d.]+ \|", table), "the ratios for 2-event messages are missing"
+    runs = json.loads((out / "runs.json").read_text())
+    assert {run["receptor"] for run in runs["runs"]} == {"soapreceptor", "naive spyne", "bare limit"}
+    assert {run["kind"] for run in runs["runs"]} == {"peak", "paced"}
+    assert all(run["refused"] == 0 and run["errors"] == 0 for run in runs["runs"])
+    assert (out / "throughput.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_harness_refuses_bad_arguments(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.harness", "--sizes=ten", f"--out={tmp_path}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "--sizes: 'ten' is not a comma-separated list of whole numbers" in done.stderr
+
+
+def accept_anything(environ: dict[str, object], start_response: Callable[..., object]) -> list[bytes]:
+    """A "receptor" that verifies nothing: the harness must refuse to compare it."""
+    start_response("200 OK", [("Content-Type", "text/xml"), ("Content-Length", "0")])
+    return [b""]
+
+
+def test_a_receptor_that_accepts_forged_messages_is_not_compared(tmp_path: Path) -> None:
+    from benchmarks import servers  # noqa: PLC0415 (the harness is not a package dependency)
+
+    gullible = servers.Receptor("gullible", "tests.test_bench:accept_anything", {"SOAPRECEPTOR_DISPATCHER": "off"})
+    server = servers.Server(gullible, tmp_path / "gullible", workers=1, worker_class="gthread", threads=2)
+    with pytest.raises(servers.ServerError, match="did not refuse a Notify signed with the wrong key"):
+        server.start()
+    server.stop()
+    assert server.process is not None
+    assert server.process.poll() is not None, "the harness stops the server it started"
