@@ -7,6 +7,7 @@ command line or, where named below, from the environment.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import shutil
@@ -14,6 +15,8 @@ import subprocess
 import sys
 import tempfile
 from typing import Any
+
+from gunicorn import glogging
 
 # /metrics adds up the counters of every worker and the dispatcher through
 # files in this directory (prometheus-client's multiprocess mode). It must be
@@ -59,6 +62,24 @@ forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 # soapreceptor writes one line per request itself (logger soapreceptor.access,
 # with request id, version, event count and outcome); gunicorn's is silenced below.
 accesslog = None
+
+
+class Logger(glogging.Logger):
+    """gunicorn's logger without its access log.
+
+    With a ``logconfig_dict`` gunicorn builds every access-log line (a dozen
+    atoms, a date) even when nothing shows it; soapreceptor logs its own.
+    """
+
+    def access(self, resp: Any, req: Any, environ: Any, request_time: Any) -> None:
+        return None
+
+
+logger_class = Logger
+
+# No log line here names the function or line that logged it: skip looking
+# them up on every record (a walk up the stack; the logging module's own switch).
+logging._srcfile = None
 
 # gunicorn 25+ opens a control socket at one fixed path per user: two
 # receptors on a host would fight over it, and nothing here uses it.
