@@ -31,9 +31,10 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Final
 
-from . import metrics
+from . import metrics, progress
 from .hooks import Hook
 from .journal import Journal, JournalError, Outcome, StoredEvent
+from .progress import ProgressLog
 
 logger = logging.getLogger("soapreceptor.dispatch")
 
@@ -44,6 +45,9 @@ DEFAULT_HOOK_TIMEOUT: Final[float] = 30.0
 HEARTBEAT_EVERY: Final[float] = 5.0
 #: Seconds between the dispatcher's checkpoints of the journal (see Journal.checkpoint).
 CHECKPOINT_EVERY: Final[float] = 1.0
+#: The most events a dispatcher claims at once, and how long a batch may keep starting new ones.
+MAX_BATCH: Final[int] = 64
+BATCH_BUDGET: Final[float] = 1.0
 JITTER: Final[float] = 0.2
 
 
@@ -104,17 +108,23 @@ class Dispatcher:
         """Claim and deliver one due event, recording the outcome; return it (as claimed), or None if none was due."""
         claimed = self.journal.claim(self.owner, self.lease, self.clock())
         if claimed is not None:
-            self._settled(self.journal.settle(self.owner, [self._attempt(claimed)], self.clock()))
+            self._settled(self.journal.settle(self.owner, [self._attempt(claimed, counted=True)], self.clock()))
         return claimed
 
-    def _attempt(self, claimed: StoredEvent) -> Outcome:
-        """Hand one claimed event to the hook; how it went."""
+    def _attempt(self, claimed: StoredEvent, *, counted: bool) -> Outcome:
+        """Hand one claimed event to the hook; how it went.
+
+        ``counted``: the claim already counted this attempt (:meth:`Journal.claim`);
+        otherwise the outcome counts it (:meth:`Journal.claim_batch`).
+        """
         event = claimed.event
-        if claimed.attempts > self.retry.max_attempts:
+        attempt = claimed.attempts if counted else claimed.attempts + 1
+        count = not counted
+        if attempt > self.retry.max_attempts:
             # Earlier attempts ended with the dispatcher itself dying (the
             # supervisor freed the claim): give up as after any last attempt.
             logger.error("event %d is dead: its dispatcher died during each of its attempts", claimed.id)
-            return Outcome(claimed.id, "dead", claimed.last_error or "the dispatcher died")
+            return Outcome(claimed.id, "dead", claimed.last_error or "the dispatcher died", count=count)
         started = time.perf_counter()
         try:
             with _time_limit(self.hook_timeout):
@@ -122,36 +132,42 @@ class Dispatcher:
         except Exception as exc:
             metrics.get().hook_duration.observe(time.perf_counter() - started)
             error = _describe(exc)
-            delay = self.retry.next_delay(claimed.attempts, self.rng)
+            delay = self.retry.next_delay(attempt, self.rng)
             retry_at = None if delay is None else self.clock() + delay
             metrics.get().dispatch_attempts.labels("dead" if retry_at is None else "failed").inc()
             if retry_at is None:
                 logger.error(
                     "event %d (%s hit=%s assignment=%s) is dead after %d attempts: %s",
-                    claimed.id, event.event_type, event.hit_id, event.assignment_id, claimed.attempts, error,
+                    claimed.id, event.event_type, event.hit_id, event.assignment_id, attempt, error,
                 )  # fmt: skip
-                return Outcome(claimed.id, "dead", error)
+                return Outcome(claimed.id, "dead", error, count=count)
             logger.warning(
                 "event %d (%s) failed attempt %d of %d, next in %.0f s: %s",
-                claimed.id, event.event_type, claimed.attempts, self.retry.max_attempts, delay, error,
+                claimed.id, event.event_type, attempt, self.retry.max_attempts, delay, error,
             )  # fmt: skip
-            return Outcome(claimed.id, "pending", error, retry_at)
+            return Outcome(claimed.id, "pending", error, retry_at, count=count)
         metrics.get().hook_duration.observe(time.perf_counter() - started)
         metrics.get().dispatch_attempts.labels("delivered").inc()
-        return Outcome(claimed.id, "delivered")
+        return Outcome(claimed.id, "delivered", count=count)
 
     def run(self, should_continue: Callable[[], bool] = lambda: True) -> None:
         """Deliver events until :meth:`stop` is called or ``should_continue`` returns False.
 
-        Each turn records the outcome of the event just handed on and claims
-        the next in one commit (the same order of things as :meth:`step`:
-        the outcome is in the journal before the hook sees the next event, so
-        a dispatcher killed at any moment leaves at most one event handed on
-        but not recorded as such).
+        Events are claimed in batches, oldest first, and the outcomes of a
+        batch are recorded in the journal with the claim of the next one: one
+        commit per batch. In between, the progress log (:mod:`soapreceptor.progress`)
+        notes each event before the hook gets it and after it took it, so a
+        dispatcher killed at any moment still leaves at most one event handed
+        on but not recorded as delivered. A failed attempt is recorded at once.
+        The batch grows (up to :data:`MAX_BATCH`) while batches finish quickly
+        and shrinks when they do not; no new event is started once a batch
+        has run :data:`BATCH_BUDGET` seconds (its rest is given back).
         """
         logger.info("dispatcher %s started on %s", self.owner, self.journal.path)
+        log = ProgressLog(progress.path_for(self.journal.path, self.owner))
         last_beat = last_checkpoint = 0.0
         outcomes: list[Outcome] = []
+        size = 1
         while not self.stopping and should_continue():
             try:
                 if time.monotonic() - last_beat >= HEARTBEAT_EVERY:
@@ -161,24 +177,50 @@ class Dispatcher:
                     # The receptor's workers leave checkpoints to the dispatcher, off the answer path.
                     self.journal.checkpoint()
                     last_checkpoint = time.monotonic()
-                lost, claimed = self.journal.settle_and_claim(self.owner, self.lease, outcomes, self.clock())
+                lease = self.lease + BATCH_BUDGET
+                lost, claimed = self.journal.claim_batch(self.owner, lease, size, outcomes, self.clock())
+                log.clear()
                 outcomes = []
                 self._settled(lost)
-                if claimed is None:
+                if not claimed:
+                    size = 1
                     time.sleep(self.idle_wait)
-                else:
-                    outcomes = [self._attempt(claimed)]
+                    continue
+                started = time.monotonic()
+                outcomes = self._deliver(claimed, log, started)
+                took = time.monotonic() - started
+                size = min(size * 2, MAX_BATCH) if took < BATCH_BUDGET / 20 else max(size // 2, 1)
             except JournalError as exc:
                 # A full disk or a long lock is not the end: wait and try again.
                 logger.error("dispatcher: %s; retrying in 1 s", exc)
                 time.sleep(1.0)
-        if outcomes:
-            try:
+        try:
+            if outcomes:
                 self._settled(self.journal.settle(self.owner, outcomes, self.clock()))
-            except JournalError as exc:
-                # Its lease runs out and it is handed on again: at least once still holds.
-                logger.error("dispatcher: could not record the last outcome before stopping: %s", exc)
+            log.close()
+        except JournalError as exc:
+            # The log stays: whoever frees this dispatcher's claims records what it says.
+            logger.error("dispatcher: could not record the last outcomes before stopping: %s", exc)
         logger.info("dispatcher %s stopped", self.owner)
+
+    def _deliver(self, claimed: list[StoredEvent], log: ProgressLog, started: float) -> list[Outcome]:
+        """Hand a claimed batch to the hook in order; the outcomes not yet in the journal."""
+        outcomes: list[Outcome] = []
+        for number, stored in enumerate(claimed):
+            if number and (self.stopping or time.monotonic() - started > BATCH_BUDGET):
+                self.journal.unclaim(self.owner, [rest.id for rest in claimed[number:]], self.clock())
+                break
+            log.started(stored.id)
+            outcome = self._attempt(stored, counted=False)
+            outcomes.append(outcome)
+            if outcome.state == "delivered":
+                log.delivered(stored.id)
+            else:
+                # The log has no room for an error or a retry time: record them (and all before) now.
+                self._settled(self.journal.settle(self.owner, outcomes, self.clock()))
+                log.clear()
+                outcomes = []
+        return outcomes
 
     @staticmethod
     def _settled(lost: list[int]) -> None:
@@ -315,7 +357,9 @@ def _free_claims_of_dead_dispatchers(journal: Journal) -> None:
     Without this their events would wait for their leases to run out.
     """
     host = socket.gethostname()
-    for owner in journal.lease_owners():
+    # Claims, and progress logs (a dispatcher killed between batches leaves one with no claim).
+    owners = dict.fromkeys([*journal.lease_owners(), *progress.logs_of(journal.path, f"{host}:")])
+    for owner in owners:
         name, _, rest = owner.partition(":")
         pid_text = rest.partition(":")[0]
         if name != host or not pid_text.isdigit() or _alive(int(pid_text)):
@@ -325,7 +369,8 @@ def _free_claims_of_dead_dispatchers(journal: Journal) -> None:
         except JournalError as exc:
             logger.error("could not free the claims of the gone dispatcher %s: %s", owner, exc)
             continue
-        logger.warning("freed %d event(s) claimed by dispatcher %s, which no longer runs", freed, owner)
+        if freed:
+            logger.warning("freed %d event(s) claimed by dispatcher %s, which no longer runs", freed, owner)
 
 
 def _alive(pid: int) -> bool:

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from . import progress
 from .errors import SoapreceptorError
 from .model import Event, Notification
 
@@ -133,7 +134,7 @@ _LOCK_POLL_MAX: Final[float] = 0.0002
 #: The receptor's own checkpoint threshold (pages of 4 KiB), reached only when no dispatcher checkpoints.
 _BACKSTOP_CHECKPOINT_PAGES: Final[int] = 10000
 #: Messages whose events a dispatcher queues in one turn, when its queue has run dry.
-_QUEUE_PER_TURN: Final[int] = 16
+_QUEUE_PER_TURN: Final[int] = 4
 #: Keys looked up per query (SQLite allows 32766 parameters; a 1 MB message may carry thousands of events).
 _KEYS_PER_QUERY: Final[int] = 500
 
@@ -164,12 +165,17 @@ class Recorded:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """How one attempt at a claimed event ended: ``delivered``, ``pending`` again at ``retry_at``, or ``dead``."""
+    """How one attempt at a claimed event ended: ``delivered``, ``pending`` again at ``retry_at``, or ``dead``.
+
+    ``count`` adds the attempt to the event's count now (events claimed with
+    :meth:`Journal.claim_batch`, whose attempts are not counted when claimed).
+    """
 
     event_id: int
     state: str
     error: str | None = None
     retry_at: float | None = None
+    count: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -483,35 +489,46 @@ class Journal:
 
     def claim(self, owner: str, lease: float, now: float | None = None) -> StoredEvent | None:
         """Claim the oldest due pending event for ``lease`` seconds, counting an attempt; None if none is due."""
-        return self.settle_and_claim(owner, lease, (), now)[1]
+        now = time.time() if now is None else now
+        with self._write() as conn:
+            claimed = self._claim(conn, owner, lease, 1, now, count=True)
+        return claimed[0] if claimed else None
 
-    def settle_and_claim(
-        self, owner: str, lease: float, outcomes: Sequence[Outcome], now: float | None = None
-    ) -> tuple[list[int], StoredEvent | None]:
-        """Record ``outcomes`` and claim the next due event, in one transaction.
+    def claim_batch(
+        self, owner: str, lease: float, limit: int, outcomes: Sequence[Outcome] = (), now: float | None = None
+    ) -> tuple[list[int], list[StoredEvent]]:
+        """Record ``outcomes`` and claim up to ``limit`` due events in arrival order, in one transaction.
 
-        A dispatcher's loop needs both after every event; one commit instead
-        of two halves the time it holds the journal's write lock. Returns the
-        ids whose lease ``owner`` had lost (see :meth:`settle`) and the claimed
-        event (None if none is due).
+        The dispatcher's turn: one commit per batch of events rather than two
+        per event. An attempt is counted when its outcome is recorded (see
+        :class:`Outcome`), not here: the events of a batch that a dispatcher
+        never got to are not charged one. (An event whose lease ran out, its
+        dispatcher gone without a word, is charged one here.) Returns the ids
+        whose lease ``owner`` had lost (see :meth:`settle`) and the claimed events.
         """
         now = time.time() if now is None else now
         with self._write() as conn:
             lost = self._settle(conn, owner, outcomes, now)
-            row = self._next_due(conn, now)
-            # Events of appended messages join the queue only when it has run
-            # dry, a few messages at a time: short transactions, and still
-            # every event in arrival order (queued ones are always older).
-            if row is None and self._queue(conn, _QUEUE_PER_TURN):
-                row = self._next_due(conn, now)
-            if row is None:
-                return lost, None
-            conn.execute(
-                "UPDATE events SET lease_owner = ?, lease_expires = ?, attempts = attempts + 1, updated_at = ?"
-                " WHERE id = ?",
-                (owner, now + lease, now, row["id"]),
-            )
-        return lost, dataclasses.replace(_stored(row), attempts=row["attempts"] + 1, updated_at=now)
+            return lost, self._claim(conn, owner, lease, limit, now, count=False)
+
+    def _claim(
+        self, conn: sqlite3.Connection, owner: str, lease: float, limit: int, now: float, *, count: bool
+    ) -> list[StoredEvent]:
+        rows = self._due(conn, now, limit)
+        # Events of appended messages join the queue only when it has run
+        # dry, a few messages at a time: short transactions, and still every
+        # event in arrival order (queued ones are always older).
+        if not rows and self._queue(conn, _QUEUE_PER_TURN):
+            rows = self._due(conn, now, limit)
+        charged = [row["attempts"] + (1 if count or row["lease_owner"] is not None else 0) for row in rows]
+        conn.executemany(
+            "UPDATE events SET lease_owner = ?, lease_expires = ?, attempts = ?, updated_at = ? WHERE id = ?",
+            [(owner, now + lease, attempts, now, row["id"]) for row, attempts in zip(rows, charged, strict=True)],
+        )
+        return [
+            dataclasses.replace(_stored(row), attempts=attempts, updated_at=now)
+            for row, attempts in zip(rows, charged, strict=True)
+        ]
 
     def delivered(self, event_id: int, owner: str, now: float | None = None) -> bool:
         """Mark a claimed event delivered; False if ``owner`` no longer held its lease."""
@@ -529,44 +546,87 @@ class Journal:
             return self._settle(conn, owner, outcomes, now)
 
     @staticmethod
-    def _next_due(conn: sqlite3.Connection, now: float) -> sqlite3.Row | None:
+    def _due(conn: sqlite3.Connection, now: float, limit: int) -> list[sqlite3.Row]:
         cursor = conn.execute(
             "SELECT * FROM events INDEXED BY events_pending WHERE state = 'pending' AND next_attempt_at <= ?"
-            " AND (lease_expires IS NULL OR lease_expires < ?) ORDER BY id LIMIT 1",
-            (now, now),
+            " AND (lease_expires IS NULL OR lease_expires < ?) ORDER BY id LIMIT ?",
+            (now, now, limit),
         )
         cursor.row_factory = sqlite3.Row
-        row: sqlite3.Row | None = cursor.fetchone()
-        return row
+        return list(cursor.fetchall())
 
     @staticmethod
     def _settle(conn: sqlite3.Connection, owner: str, outcomes: Sequence[Outcome], now: float) -> list[int]:
-        lost = []
-        for outcome in outcomes:
-            cursor = conn.execute(
-                "UPDATE events SET state = ?, last_error = COALESCE(?, last_error), next_attempt_at = ?,"
-                " lease_owner = NULL, lease_expires = NULL, updated_at = ?"
-                " WHERE id = ? AND lease_owner = ? AND state = 'pending'",
-                (outcome.state, outcome.error, outcome.retry_at, now, outcome.event_id, owner),
+        if not outcomes:
+            return []
+        ids = [outcome.event_id for outcome in outcomes]
+        held = {
+            row[0]
+            for row in conn.execute(
+                f"SELECT id FROM events WHERE id IN ({', '.join('?' * len(ids))})"  # noqa: S608 (placeholders only)
+                " AND lease_owner = ? AND state = 'pending'",
+                [*ids, owner],
             )
-            if cursor.rowcount != 1:
-                lost.append(outcome.event_id)
-        return lost
+        }
+        conn.executemany(
+            "UPDATE events SET state = ?, last_error = COALESCE(?, last_error), next_attempt_at = ?,"
+            " lease_owner = NULL, lease_expires = NULL, attempts = attempts + ?, updated_at = ? WHERE id = ?",
+            [
+                (outcome.state, outcome.error, outcome.retry_at, int(outcome.count), now, outcome.event_id)
+                for outcome in outcomes
+                if outcome.event_id in held
+            ],
+        )
+        # An event whose lease had passed to another dispatcher is left as it is.
+        return [event_id for event_id in ids if event_id not in held]
+
+    def unclaim(self, owner: str, event_ids: Sequence[int], now: float | None = None) -> None:
+        """Give back claimed events that ``owner`` never handed on (no attempt is charged)."""
+        now = time.time() if now is None else now
+        with self._write() as conn:
+            conn.executemany(
+                "UPDATE events SET lease_owner = NULL, lease_expires = NULL, updated_at = ?"
+                " WHERE id = ? AND lease_owner = ? AND state = 'pending'",
+                [(now, event_id, owner) for event_id in event_ids],
+            )
 
     def release(self, owner_prefix: str, error: str, now: float | None = None) -> int:
         """Free the claims of a dispatcher known to be dead (owners starting with ``owner_prefix``).
 
-        The attempt it was making stays counted, with ``error`` as its outcome.
+        What its progress log (:mod:`soapreceptor.progress`) says it handed
+        on is recorded as delivered; the event it had in hand is charged the
+        attempt, with ``error`` as its outcome; the rest of its batch goes
+        back untouched. Without a log (a dispatcher claiming one event at a
+        time, its attempt counted when claimed) every claim keeps ``error``.
         Returns how many claims were freed.
         """
         now = time.time() if now is None else now
+        logs = progress.logs_of(self.path, owner_prefix)
         pattern = owner_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        freed = 0
         with self._write() as conn:
-            return conn.execute(
+            for owner, path in logs.items():
+                found = progress.read(path)
+                done = [Outcome(event_id, "delivered", count=True) for event_id in found.delivered]
+                self._settle(conn, owner, done, now)
+                freed += conn.execute(
+                    "UPDATE events SET lease_owner = NULL, lease_expires = NULL, attempts = attempts + 1,"
+                    " last_error = ?, updated_at = ? WHERE id = ? AND lease_owner = ? AND state = 'pending'",
+                    (error, now, found.in_hand, owner),
+                ).rowcount
+                freed += conn.execute(
+                    "UPDATE events SET lease_owner = NULL, lease_expires = NULL, updated_at = ?"
+                    " WHERE lease_owner = ? AND state = 'pending'",
+                    (now, owner),
+                ).rowcount
+            freed += conn.execute(
                 "UPDATE events SET lease_owner = NULL, lease_expires = NULL, last_error = ?, updated_at = ?"
                 " WHERE state = 'pending' AND lease_owner LIKE ? ESCAPE '\\'",
                 (error, now, pattern),
             ).rowcount
+        for path in logs.values():
+            path.unlink(missing_ok=True)
+        return freed
 
     def heartbeat(self, owner: str, now: float | None = None) -> None:
         """Record that dispatcher ``owner`` is alive."""
