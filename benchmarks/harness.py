@@ -33,8 +33,8 @@ from .report import Run
 
 #: How long wrk loads a freshly started receptor before the measured run (not counted).
 WARMUP_SECONDS = 1.0
-#: A paced connection pauses at least this long between requests (wrk's pause is whole milliseconds).
-PACE_MS = 5
+#: A paced connection pauses this long between requests (wrk's pause is whole milliseconds).
+PACE_MS = 10
 
 
 def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -99,9 +99,17 @@ class Bench:
 
     def measure(self, receptor: servers.Receptor, events: int, number: int, kind: str, target: float = 0) -> Run:
         template = load.write_template(self.scratch / f"template-{events}.xml", events)
-        pace = _pace(target) if kind == "paced" else {}
         with self._server(receptor) as server:
-            warm = self._load(server, template, WARMUP_SECONDS, **pace)
+            if kind == "paced":
+                # Paced: n connections, each pausing PACE_MS between requests. How many to
+                # open depends on the receptor's latency: a short trial run tells.
+                pace = {"connections": max(1, math.ceil(target * (PACE_MS + 1) / 1000)), "delay_ms": PACE_MS}
+                warm = self._load(server, template, WARMUP_SECONDS + 1, **pace)
+                if warm.rate > 0:
+                    pace["connections"] = max(1, round(pace["connections"] * target / warm.rate))
+            else:
+                pace = {}
+                warm = self._load(server, template, WARMUP_SECONDS, **pace)
             measured = self._load(server, template, self.args.duration, **pace)
             rss = server.peak_rss_kib()
             backlog = _pending(server.journal) if receptor.journaled else None
@@ -183,12 +191,6 @@ class Bench:
 def _rotated(items: Sequence[servers.Receptor], number: int) -> list[servers.Receptor]:
     shift = number % len(items)
     return [*items[shift:], *items[:shift]]
-
-
-def _pace(target: float) -> dict[str, int]:
-    """wrk settings offering about ``target`` requests per second: n connections, each pausing PACE_MS."""
-    per_connection = 1000 / (PACE_MS + 1)  # 1 ms for the answer itself, roughly
-    return {"connections": max(1, math.ceil(target / per_connection)), "delay_ms": PACE_MS}
 
 
 def _pending(journal: Path) -> int:
