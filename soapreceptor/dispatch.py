@@ -48,6 +48,10 @@ CHECKPOINT_EVERY: Final[float] = 1.0
 #: The most events a dispatcher claims at once, and how long a batch may keep starting new ones.
 MAX_BATCH: Final[int] = 64
 BATCH_BUDGET: Final[float] = 1.0
+#: Seconds a dispatcher pauses after a batch claimed while other writers held the journal.
+YIELD_WHEN_BUSY: Final[float] = 0.01
+#: Seconds a dispatcher that has caught up waits for more events before its next batch.
+GATHER: Final[float] = 0.05
 JITTER: Final[float] = 0.2
 
 
@@ -162,6 +166,12 @@ class Dispatcher:
         The batch grows (up to :data:`MAX_BATCH`) while batches finish quickly
         and shrinks when they do not; no new event is started once a batch
         has run :data:`BATCH_BUDGET` seconds (its rest is given back).
+
+        The journal is shared with the receptor's workers, whose commits MTurk
+        waits for: a dispatcher that had to wait for them pauses
+        :data:`YIELD_WHEN_BUSY` before its next batch, and one that has caught
+        up waits :data:`GATHER` for events to gather rather than taking them
+        one transaction each as they come.
         """
         logger.info("dispatcher %s started on %s", self.owner, self.journal.path)
         log = ProgressLog(progress.path_for(self.journal.path, self.owner))
@@ -186,8 +196,17 @@ class Dispatcher:
                     size = 1
                     time.sleep(self.idle_wait)
                     continue
+                if self.journal.contended:
+                    # The receptor's workers are writing too (MTurk is waiting for
+                    # their answers): leave them the journal for a moment, and take
+                    # bigger batches less often. The events are safe meanwhile.
+                    time.sleep(YIELD_WHEN_BUSY)
                 started = time.monotonic()
                 outcomes = self._deliver(claimed, log, started)
+                if len(claimed) < size:
+                    # Caught up: let the next events gather for a moment rather than
+                    # take them one transaction each as they trickle in.
+                    time.sleep(GATHER)
                 took = time.monotonic() - started
                 size = min(size * 2, MAX_BATCH) if took < BATCH_BUDGET / 20 else max(size // 2, 1)
             except JournalError as exc:

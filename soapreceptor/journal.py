@@ -233,6 +233,8 @@ class Journal:
         self._thread_lock = threading.Lock()
         self._lock_owner = 0
         self._lock_file = -1
+        #: Whether this process's last write had to wait for another writer: the journal is busy.
+        self.contended = False
         weakref.finalize(self, _close_own, self._opened, self._opened_fds)
 
     def __repr__(self) -> str:
@@ -319,11 +321,13 @@ class Journal:
             fd = self._lock_fd()
             deadline = time.monotonic() + self.busy_timeout
             pause = _LOCK_POLL_MIN
+            self.contended = False
             while True:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     break
                 except BlockingIOError:
+                    self.contended = True
                     if time.monotonic() > deadline:
                         raise JournalError(
                             f"the journal {self.path} has been locked by another writer for over "
