@@ -219,11 +219,6 @@ class Journal:
         self.path = Path(path)
         self.busy_timeout = busy_timeout
         self.durable = durable
-        # Checkpoints (copying the write-ahead log into the database) take
-        # milliseconds: the dispatcher makes them (checkpoint()), off the
-        # answer path; a receptor's own commits make one only as a backstop,
-        # when no dispatcher has for a long while (a 40 MB log).
-        self.autocheckpoint_pages = 1000 if not durable else _BACKSTOP_CHECKPOINT_PAGES
         self._local = threading.local()
         # Every connection this object opened, with the process that opened it:
         # closed with the journal, but only in that process (a connection
@@ -263,7 +258,12 @@ class Journal:
             if str(mode).lower() != "wal":
                 raise JournalError(f"the journal {self.path} cannot use WAL mode (got {mode!r})")
             conn.execute(f"PRAGMA synchronous = {'FULL' if self.durable else 'NORMAL'}")
-            conn.execute(f"PRAGMA wal_autocheckpoint = {self.autocheckpoint_pages}")
+            # Checkpoints (copying the write-ahead log into the database) take
+            # milliseconds: the dispatcher makes them (checkpoint()), off the
+            # answer path; a receptor's own commits make one only as a backstop,
+            # when no dispatcher has for a long while (a 40 MB log).
+            pages = _BACKSTOP_CHECKPOINT_PAGES if self.durable else 1000
+            conn.execute(f"PRAGMA wal_autocheckpoint = {pages}")
             conn.execute("PRAGMA foreign_keys = ON")
             conn.executescript(_SCHEMA)
             for table, columns in _ADDED_COLUMNS.items():
@@ -375,9 +375,7 @@ class Journal:
         """
         rows = [_message_row(notification, arrival, now) for notification, arrival, now in messages]
         with self._write() as conn:
-            first = (conn.execute("SELECT MAX(id) FROM messages").fetchone()[0] or 0) + 1
-            conn.executemany(_APPEND_MESSAGE, [(first + n, *row) for n, row in enumerate(rows)])
-        return list(range(first, first + len(rows)))
+            return self._append(conn, rows)
 
     def record(self, notification: Notification, arrival: Arrival, now: float | None = None) -> Recorded:
         """Store a notification durably and queue its events at once; what was stored.
@@ -393,9 +391,15 @@ class Journal:
         rows = [_message_row(notification, arrival, now) for notification, arrival, now in messages]
         with self._write() as conn:
             self._queue(conn, None)  # messages appended before these are judged first
-            first = (conn.execute("SELECT MAX(id) FROM messages").fetchone()[0] or 0) + 1
-            conn.executemany(_APPEND_MESSAGE, [(first + n, *row) for n, row in enumerate(rows)])
+            self._append(conn, rows)
             return self._queue(conn, None)
+
+    @staticmethod
+    def _append(conn: sqlite3.Connection, rows: list[tuple[object, ...]]) -> list[int]:
+        """Insert message rows (from :func:`_message_row`) under the write lock; their ids."""
+        first = (conn.execute("SELECT MAX(id) FROM messages").fetchone()[0] or 0) + 1
+        conn.executemany(_APPEND_MESSAGE, [(first + n, *row) for n, row in enumerate(rows)])
+        return list(range(first, first + len(rows)))
 
     def queue_events(self, limit: int | None = None) -> list[Recorded]:
         """Put the events of appended messages (up to ``limit`` messages, oldest first) in the dispatcher's queue.
