@@ -13,3 +13,7 @@ from soapreceptor.gunicorn_config import *  # noqa: F403
 workers = int(os.environ["BENCH_WORKERS"])
 worker_class = os.environ["BENCH_WORKER_CLASS"]
 threads = int(os.environ.get("BENCH_THREADS", "1"))
+# Each worker takes at most its share of the load generator's keep-alive
+# connections (the harness sets it): otherwise whichever worker wins the race
+# for the first accepts may keep most of them, and a run measures that luck.
+worker_connections = int(os.environ.get("BENCH_WORKER_CONNECTIONS", "1000"))

@@ -75,7 +75,7 @@ class Bench:
     def log(self, text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
-    def _server(self, receptor: servers.Receptor) -> servers.Server:
+    def _server(self, receptor: servers.Receptor, connections: int) -> servers.Server:
         self.started += 1
         return servers.Server(
             receptor,
@@ -83,6 +83,7 @@ class Bench:
             workers=self.args.workers,
             worker_class=self.args.worker_class,
             threads=self.args.threads,
+            connections=connections,
         )
 
     def _load(self, server: servers.Server, template: Path, seconds: float, **pace: int) -> load.Load:
@@ -99,27 +100,26 @@ class Bench:
 
     def measure(self, receptor: servers.Receptor, events: int, number: int, kind: str, target: float = 0) -> Run:
         template = load.write_template(self.scratch / f"template-{events}.xml", events)
-        with self._server(receptor) as server:
-            if kind == "paced":
-                # Paced: n connections, each pausing PACE_MS between requests. How many to
-                # open depends on the receptor's latency: a short trial run tells.
-                pace = {"connections": max(1, math.ceil(target * (PACE_MS + 1) / 1000)), "delay_ms": PACE_MS}
-                warm = self._load(server, template, WARMUP_SECONDS + 1, **pace)
-                if warm.rate > 0:
-                    pace["connections"] = max(1, round(pace["connections"] * target / warm.rate))
-            else:
-                pace = {}
-                warm = self._load(server, template, WARMUP_SECONDS, **pace)
+        pace: dict[str, int] = {"connections": self.args.connections}
+        if kind == "paced":
+            # Paced: n connections, each pausing PACE_MS between requests. How many to
+            # open depends on the receptor's latency: a short trial run tells.
+            pace = {"connections": max(1, math.ceil(target * (PACE_MS + 1) / 1000)), "delay_ms": PACE_MS}
+            with self._server(receptor, pace["connections"]) as server:
+                trial = self._load(server, template, WARMUP_SECONDS + 1, **pace)
+            self._discard(server)
+            if trial.rate > 0:
+                pace["connections"] = max(1, round(pace["connections"] * target / trial.rate))
+        # Each worker takes its share of the connections (see benchmarks/gunicorn_bench.py).
+        with self._server(receptor, pace["connections"]) as server:
+            warm = self._load(server, template, WARMUP_SECONDS, **pace)
             measured = self._load(server, template, self.args.duration, **pace)
             rss = server.peak_rss_kib()
             backlog = _pending(server.journal) if receptor.journaled else None
         if receptor.journaled:
             # The check message, the warm-up's and the measured run's: each answered 200, each must be stored.
             _check_journaled(server.journal, receptor.name, 1 + warm.requests + measured.requests)
-        # A run leaves tens of megabytes of journal for the kernel to write back: done now, and
-        # the files gone, so that it does not happen (and cost) during the next receptor's run.
-        shutil.rmtree(server.workdir, ignore_errors=True)
-        os.sync()
+        self._discard(server)
         run = Run(
             receptor=receptor.name,
             events=events,
@@ -142,6 +142,13 @@ class Bench:
             raise SystemExit(f"{receptor.name} refused {measured.refused} and failed {measured.errors} requests")
         self.runs.append(run)
         return run
+
+    @staticmethod
+    def _discard(server: servers.Server) -> None:
+        # A run leaves tens of megabytes of journal for the kernel to write back: done now, and
+        # the files gone, so that it does not happen (and cost) during the next receptor's run.
+        shutil.rmtree(server.workdir, ignore_errors=True)
+        os.sync()
 
     def run(self) -> int:
         for events in self.args.sizes:
@@ -182,7 +189,8 @@ class Bench:
             "software": f"CPython {platform.python_version()}, {_wrk_version()}, SQLite {sqlite3.sqlite_version}",
             "servers": f"gunicorn, {args.workers} {args.worker_class} workers"
             + (f" x {args.threads} threads" if args.worker_class == "gthread" else "")
-            + ", the same settings for all three (benchmarks/gunicorn_bench.py)",
+            + ", each taking at most its share of the keep-alive connections; the same settings for all three"
+            " (benchmarks/gunicorn_bench.py)",
             "soapreceptor": "as shipped: full verification, journal in WAL mode with synchronous=FULL committed "
             "before each answer, embedded dispatcher handing every event to a no-op hook",
             "load": f"wrk, {args.wrk_threads} threads, {args.connections} keep-alive connections at full speed; "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import math
 import os
 import re
 import signal
@@ -59,6 +60,8 @@ class Server:
     workers: int
     worker_class: str
     threads: int = 1
+    #: The keep-alive connections the load will hold open: each worker takes at most its share.
+    connections: int = 0
     process: subprocess.Popen[bytes] | None = None
     host: str = ""
     port: int = 0
@@ -83,6 +86,7 @@ class Server:
                 "BENCH_WORKERS": str(self.workers),
                 "BENCH_WORKER_CLASS": self.worker_class,
                 "BENCH_THREADS": str(self.threads),
+                "BENCH_WORKER_CONNECTIONS": str(self.worker_connections),
             }
         )
         env.update(self.receptor.env)
@@ -95,6 +99,11 @@ class Server:
         _poll(lambda: len(self.worker_pids()) == self.workers, f"{self.receptor.name}'s workers to start")
         self.check()
         return self
+
+    @property
+    def worker_connections(self) -> int:
+        """Each worker's share of the load's connections (gunicorn's default, 1000, when not told)."""
+        return math.ceil(self.connections / self.workers) if self.connections else 1000
 
     @property
     def url(self) -> str:
