@@ -29,12 +29,15 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Final
+from typing import TYPE_CHECKING, Any, Final
 
 from . import metrics, progress
 from .hooks import Hook
 from .journal import Journal, JournalError, Outcome, StoredEvent
 from .progress import ProgressLog
+
+if TYPE_CHECKING:
+    from prometheus_client import Counter
 
 logger = logging.getLogger("soapreceptor.dispatch")
 
@@ -102,6 +105,9 @@ class Dispatcher:
     rng: random.Random = field(default_factory=random.Random)
     clock: Callable[[], float] = time.time
     stopping: bool = False
+    #: The hook's time limit while :meth:`run` runs (one SIGALRM handler for the whole run).
+    _watchdog: _Watchdog | None = field(default=None, init=False, repr=False)
+    _delivered: Counter | None = field(default=None, init=False, repr=False)
 
     @property
     def lease(self) -> float:
@@ -130,10 +136,18 @@ class Dispatcher:
             logger.error("event %d is dead: its dispatcher died during each of its attempts", claimed.id)
             return Outcome(claimed.id, "dead", claimed.last_error or "the dispatcher died", count=count)
         started = time.perf_counter()
+        watchdog = self._watchdog
         try:
-            with _time_limit(self.hook_timeout):
+            if watchdog is None:
+                with _time_limit(self.hook_timeout):
+                    self.hook(event)
+            else:
+                watchdog.begin()
                 self.hook(event)
+                watchdog.end()
         except Exception as exc:
+            if watchdog is not None:
+                watchdog.end()
             metrics.get().hook_duration.observe(time.perf_counter() - started)
             error = _describe(exc)
             delay = self.retry.next_delay(attempt, self.rng)
@@ -151,8 +165,14 @@ class Dispatcher:
             )  # fmt: skip
             return Outcome(claimed.id, "pending", error, retry_at, count=count)
         metrics.get().hook_duration.observe(time.perf_counter() - started)
-        metrics.get().dispatch_attempts.labels("delivered").inc()
+        self._delivered_counter().inc()
         return Outcome(claimed.id, "delivered", count=count)
+
+    def _delivered_counter(self) -> Counter:
+        # Looked up once: a labelled child costs more to find than to increment.
+        if self._delivered is None:
+            self._delivered = metrics.get().dispatch_attempts.labels("delivered")
+        return self._delivered
 
     def run(self, should_continue: Callable[[], bool] = lambda: True) -> None:
         """Deliver events until :meth:`stop` is called or ``should_continue`` returns False.
@@ -175,6 +195,16 @@ class Dispatcher:
         """
         logger.info("dispatcher %s started on %s", self.owner, self.journal.path)
         log = ProgressLog(progress.path_for(self.journal.path, self.owner))
+        self._watchdog = _Watchdog.install(self.hook_timeout)
+        try:
+            self._run(log, should_continue)
+        finally:
+            if self._watchdog is not None:
+                self._watchdog.uninstall()
+                self._watchdog = None
+        logger.info("dispatcher %s stopped", self.owner)
+
+    def _run(self, log: ProgressLog, should_continue: Callable[[], bool]) -> None:
         last_beat = last_checkpoint = 0.0
         outcomes: list[Outcome] = []
         size = 1
@@ -220,7 +250,6 @@ class Dispatcher:
         except JournalError as exc:
             # The log stays: whoever frees this dispatcher's claims records what it says.
             logger.error("dispatcher: could not record the last outcomes before stopping: %s", exc)
-        logger.info("dispatcher %s stopped", self.owner)
 
     def _deliver(self, claimed: list[StoredEvent], log: ProgressLog, started: float) -> list[Outcome]:
         """Hand a claimed batch to the hook in order; the outcomes not yet in the journal."""
@@ -281,6 +310,62 @@ class _time_limit:  # noqa: N801 (used as a context manager, like a function)
             signal.signal(signal.SIGALRM, self.previous)
 
     def _expired(self, signum: int, frame: FrameType | None) -> None:
+        raise HookTimeout(f"the hook ran longer than {self.seconds:g} s")
+
+
+class _Watchdog:
+    """The hook's time limit for a whole :meth:`Dispatcher.run`: one SIGALRM handler, rarely a system call.
+
+    :class:`_time_limit` sets a signal handler and a timer, and takes both
+    back, around every call: four system calls per event. Here the handler
+    stays for the run and the timer is set only when none is running. It may
+    then go off before the hook's own limit (it was set for an earlier
+    event), never after it: the handler sets it again for the time left. An
+    alarm between two hook calls is ignored.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.deadline = 0.0
+        self.active = False
+        self.pending = False  # whether the timer is running
+        self.previous: Any = None
+
+    @classmethod
+    def install(cls, seconds: float) -> _Watchdog | None:
+        """A watchdog with its handler in place; None where no limit can be kept (see :class:`_time_limit`)."""
+        if seconds <= 0 or not _in_main_thread():
+            return None
+        watchdog = cls(seconds)
+        watchdog.previous = signal.signal(signal.SIGALRM, watchdog._alarm)
+        return watchdog
+
+    def uninstall(self) -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, self.previous)
+
+    def begin(self) -> None:
+        """A hook call starts now."""
+        self.deadline = time.monotonic() + self.seconds
+        self.active = True
+        if not self.pending:
+            self.pending = True
+            signal.setitimer(signal.ITIMER_REAL, self.seconds)
+
+    def end(self) -> None:
+        """The hook call is over."""
+        self.active = False
+
+    def _alarm(self, signum: int, frame: FrameType | None) -> None:
+        self.pending = False
+        if not self.active:
+            return
+        left = self.deadline - time.monotonic()
+        if left > 0:
+            self.pending = True
+            signal.setitimer(signal.ITIMER_REAL, left)
+            return
+        self.active = False
         raise HookTimeout(f"the hook ran longer than {self.seconds:g} s")
 
 

@@ -27,7 +27,6 @@ expires and another dispatcher takes the event again.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime as dt
 import fcntl
 import hashlib
@@ -135,6 +134,8 @@ _LOCK_POLL_MAX: Final[float] = 0.0002
 _BACKSTOP_CHECKPOINT_PAGES: Final[int] = 10000
 #: Messages whose events a dispatcher queues in one turn, when its queue has run dry.
 _QUEUE_PER_TURN: Final[int] = 4
+#: Messages a dispatcher reads, before taking the write lock, to queue as many events as its batch takes.
+_READ_AHEAD: Final[int] = 16
 #: Keys looked up per query (SQLite allows 32766 parameters; a 1 MB message may carry thousands of events).
 _KEYS_PER_QUERY: Final[int] = 500
 
@@ -230,6 +231,8 @@ class Journal:
         self._lock_file = -1
         #: Whether this process's last write had to wait for another writer: the journal is busy.
         self.contended = False
+        #: Messages a dispatcher read to queue but has not queued yet (see claim_batch).
+        self._ahead: list[_Unqueued] = []
         weakref.finalize(self, _close_own, self._opened, self._opened_fds)
 
     def __repr__(self) -> str:
@@ -412,28 +415,44 @@ class Journal:
         with self._write() as conn:
             return self._queue(conn, limit)
 
-    def _queue(self, conn: sqlite3.Connection, limit: int | None) -> list[Recorded]:
-        rows = conn.execute(
-            "SELECT id, received_at, version, body_sha256, events FROM messages INDEXED BY messages_unqueued"
-            " WHERE events_queued = 0 ORDER BY id LIMIT ?",
-            (-1 if limit is None else limit,),
-        ).fetchall()
+    def _queue(
+        self, conn: sqlite3.Connection, limit: int | None, prepared: list[_Unqueued] | None = None
+    ) -> list[Recorded]:
+        """Queue the events of the oldest appended messages (``limit``), or of ``prepared`` (read before the lock).
+
+        Messages read before the write lock was taken may have been queued
+        meanwhile by another dispatcher: those are left out. The rest are
+        still the oldest unqueued messages (appends only add newer ones).
+        """
+        if prepared is None:
+            prepared = _read_unqueued(conn, limit)
+        elif prepared:
+            ids = [message.message_id for message in prepared]
+            still = {
+                row[0]
+                for row in conn.execute(
+                    f"SELECT id FROM messages WHERE events_queued = 0 AND id IN ({', '.join('?' * len(ids))})",  # noqa: S608 (placeholders only)
+                    ids,
+                )
+            }
+            prepared = [message for message in prepared if message.message_id in still]
         queued = []
-        for message_id, received_at, version, digest, events_json in rows:
+        for message in prepared:
             original = conn.execute(
                 "SELECT id FROM messages WHERE body_sha256 = ? AND duplicate_of IS NULL AND id < ? ORDER BY id LIMIT 1",
-                (digest, message_id),
+                (message.digest, message.message_id),
             ).fetchone()
             original_id = original[0] if original else None
-            events = _events_from_json(events_json, version)
-            originals = self._insert_events(conn, message_id, events, original_id, received_at)
+            originals = self._insert_events(conn, message, original_id)
             # The JSON copy has done its job: the events table holds them now (and the body, always).
             conn.execute(
                 "UPDATE messages SET events_queued = 1, events = NULL, duplicate_of = ? WHERE id = ?",
-                (original_id, message_id),
+                (original_id, message.message_id),
             )
             duplicates = sum(duplicate_of is not None for duplicate_of in originals)
-            queued.append(Recorded(message_id, len(originals) - duplicates, duplicates, original_id is not None))
+            queued.append(
+                Recorded(message.message_id, len(originals) - duplicates, duplicates, original_id is not None)
+            )
         if queued:
             from . import metrics  # noqa: PLC0415 (metrics reads the journal: imported when first needed)
 
@@ -441,24 +460,29 @@ class Journal:
             metrics.get().duplicates.inc(sum(r.duplicates for r in queued))
         return queued
 
-    def _insert_events(
-        self, conn: sqlite3.Connection, message_id: int, events: list[Event], original_id: int | None, now: float
-    ) -> list[int | None]:
+    def _insert_events(self, conn: sqlite3.Connection, message: _Unqueued, original_id: int | None) -> list[int | None]:
         """Insert a message's event rows; for each, the event it duplicates (None: a new, pending event)."""
-        keys = [dedup_key(event) for event in events]
-        if original_id is None and len(set(keys)) == len(keys):
+        keys = message.keys
+        if original_id is None and message.distinct:
             # The common case, a new message whose events all differ: all its
             # keys looked up at once, all its rows inserted in one call.
             seen = self._stored_keys(conn, [key for key in keys if key is not None])
             originals = [None if key is None else seen.get(key) for key in keys]
-            conn.executemany(_INSERT_EVENT, _event_rows(message_id, events, keys, originals, now=now))
+            if any(original is not None for original in originals):
+                rows = _event_rows(message.message_id, message.events, keys, originals, now=message.received_at)
+            else:
+                rows = message.rows  # made before the lock was taken
+            conn.executemany(_INSERT_EVENT, rows)
             return originals
         # A replayed message, or one repeating an event: each event is judged
         # against the rows inserted just before it.
         originals = []
-        for seq, (event, key) in enumerate(zip(events, keys, strict=True)):
+        for seq, (event, key) in enumerate(zip(message.events, keys, strict=True)):
             duplicate_of = self._original_event(conn, original_id, seq, key)
-            conn.executemany(_INSERT_EVENT, _event_rows(message_id, [event], [key], [duplicate_of], now=now, first=seq))
+            conn.executemany(
+                _INSERT_EVENT,
+                _event_rows(message.message_id, [event], [key], [duplicate_of], now=message.received_at, first=seq),
+            )
             originals.append(duplicate_of)
         return originals
 
@@ -500,7 +524,7 @@ class Journal:
         now = time.time() if now is None else now
         with self._write() as conn:
             claimed = self._claim(conn, owner, lease, 1, now, count=True)
-        return claimed[0] if claimed else None
+        return _claimed(claimed[0], now) if claimed else None
 
     def claim_batch(
         self, owner: str, lease: float, limit: int, outcomes: Sequence[Outcome] = (), now: float | None = None
@@ -513,30 +537,74 @@ class Journal:
         never got to are not charged one. (An event whose lease ran out, its
         dispatcher gone without a word, is charged one here.) Returns the ids
         whose lease ``owner`` had lost (see :meth:`settle`) and the claimed events.
+
+        The receptor's workers wait for the journal while this transaction
+        holds it, so what can be worked out before (reading the messages to
+        queue, building their rows) or after (the claimed events) is.
         """
         now = time.time() if now is None else now
+        # (Nothing to queue yet: then it is looked for again under the lock, where it is cheap.)
+        prepared = None if self._any_due(now) else (self._read_unqueued_for(limit) or None)
         with self._write() as conn:
             lost = self._settle(conn, owner, outcomes, now)
-            return lost, self._claim(conn, owner, lease, limit, now, count=False)
+            claimed = self._claim(conn, owner, lease, limit, now, count=False, prepared=prepared)
+        return lost, [_claimed(row, now) for row in claimed]
+
+    def _any_due(self, now: float) -> bool:
+        """Whether an event is due now (read without the write lock: a hint, checked again under it)."""
+        return bool(
+            self._read(
+                "SELECT 1 FROM events INDEXED BY events_pending WHERE state = 'pending' AND next_attempt_at <= ?"
+                " AND (lease_expires IS NULL OR lease_expires < ?) LIMIT 1",
+                (now, now),
+            )
+        )
+
+    def _read_unqueued_for(self, events: int) -> list[_Unqueued]:
+        """The oldest appended messages holding about ``events`` events (one at least), read without the lock.
+
+        Messages read but not taken this time are kept for the next turn
+        rather than read and worked out again.
+        """
+        ahead = self._ahead
+        if sum(len(message.events) for message in ahead) < events:
+            after = ahead[-1].message_id if ahead else 0
+            try:
+                ahead += _read_unqueued(self._connection(), _READ_AHEAD, after=after)
+            except sqlite3.Error as exc:
+                raise JournalError(f"the journal {self.path} could not be read: {exc}") from exc
+        taken = count = 0
+        for count, message in enumerate(ahead, start=1):  # noqa: B007 (count is used after the loop)
+            taken += len(message.events)
+            if taken >= events:
+                break
+        found, self._ahead = ahead[:count], ahead[count:]
+        return found
 
     def _claim(
-        self, conn: sqlite3.Connection, owner: str, lease: float, limit: int, now: float, *, count: bool
-    ) -> list[StoredEvent]:
+        self,
+        conn: sqlite3.Connection,
+        owner: str,
+        lease: float,
+        limit: int,
+        now: float,
+        *,
+        count: bool,
+        prepared: list[_Unqueued] | None = None,
+    ) -> list[tuple[sqlite3.Row, int]]:
+        """Claim due events; each row with the attempts it has now (see :func:`_claimed`)."""
         rows = self._due(conn, now, limit)
         # Events of appended messages join the queue only when it has run
         # dry, a few messages at a time: short transactions, and still every
         # event in arrival order (queued ones are always older).
-        if not rows and self._queue(conn, _QUEUE_PER_TURN):
+        if not rows and self._queue(conn, _QUEUE_PER_TURN, prepared):
             rows = self._due(conn, now, limit)
         charged = [row["attempts"] + (1 if count or row["lease_owner"] is not None else 0) for row in rows]
         conn.executemany(
             "UPDATE events SET lease_owner = ?, lease_expires = ?, attempts = ?, updated_at = ? WHERE id = ?",
             [(owner, now + lease, attempts, now, row["id"]) for row, attempts in zip(rows, charged, strict=True)],
         )
-        return [
-            dataclasses.replace(_stored(row), attempts=attempts, updated_at=now)
-            for row, attempts in zip(rows, charged, strict=True)
-        ]
+        return list(zip(rows, charged, strict=True))
 
     def delivered(self, event_id: int, owner: str, now: float | None = None) -> bool:
         """Mark a claimed event delivered; False if ``owner`` no longer held its lease."""
@@ -786,6 +854,42 @@ def _message_row(notification: Notification, arrival: Arrival, now: float) -> tu
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Unqueued:
+    """An appended message whose events wait to be queued, with everything worked out that needs no lock."""
+
+    message_id: int
+    received_at: float
+    digest: str
+    events: list[Event]
+    keys: list[str | None]
+    #: Whether no two of its events share a key.
+    distinct: bool
+    #: Its event rows if none of its events turns out to be a duplicate (the common case).
+    rows: list[tuple[object, ...]]
+
+
+def _read_unqueued(conn: sqlite3.Connection, limit: int | None, *, after: int = 0) -> list[_Unqueued]:
+    """The oldest appended messages (past id ``after``) whose events are not queued yet, up to ``limit`` (None: all)."""
+    found = []
+    for message_id, received_at, version, digest, events_json in conn.execute(
+        "SELECT id, received_at, version, body_sha256, events FROM messages INDEXED BY messages_unqueued"
+        " WHERE events_queued = 0 AND id > ? ORDER BY id LIMIT ?",
+        (after, -1 if limit is None else limit),
+    ).fetchall():
+        events = _events_from_json(events_json, version)
+        keys = [dedup_key(event) for event in events]
+        rows = _event_rows(message_id, events, keys, [None] * len(events), now=received_at)
+        found.append(_Unqueued(message_id, received_at, digest, events, keys, len(set(keys)) == len(keys), rows))
+    return found
+
+
+def _claimed(claimed: tuple[sqlite3.Row, int], now: float) -> StoredEvent:
+    """A claimed event row as the dispatcher gets it: with its attempts as charged and its claim time."""
+    row, attempts = claimed
+    return _stored(row, attempts=attempts, updated_at=now)
+
+
 def _events_from_json(text: str, version: str) -> list[Event]:
     return [
         Event(
@@ -843,7 +947,8 @@ def _close_own(opened: list[tuple[int, sqlite3.Connection]], fds: list[tuple[int
         fds.remove((pid, fd))
 
 
-def _stored(row: sqlite3.Row) -> StoredEvent:
+def _stored(row: sqlite3.Row, *, attempts: int | None = None, updated_at: float | None = None) -> StoredEvent:
+    """An event row as a :class:`StoredEvent`; ``attempts`` and ``updated_at`` as given, if given."""
     return StoredEvent(
         id=row["id"],
         message_id=row["message_id"],
@@ -856,9 +961,9 @@ def _stored(row: sqlite3.Row) -> StoredEvent:
             version=row["version"],
         ),
         state=row["state"],
-        attempts=row["attempts"],
+        attempts=row["attempts"] if attempts is None else attempts,
         next_attempt_at=row["next_attempt_at"],
         last_error=row["last_error"],
         duplicate_of=row["duplicate_of"],
-        updated_at=row["updated_at"],
+        updated_at=row["updated_at"] if updated_at is None else updated_at,
     )

@@ -6,6 +6,7 @@ import itertools
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -139,6 +140,32 @@ def test_each_attempt_is_bounded_by_the_hook_timeout(journal: Journal) -> None:
     assert stored.last_error is not None
     assert stored.last_error.startswith("HookTimeout: the hook ran longer than 0.2 s")
     assert stored.state == "pending"  # retried later
+
+
+def test_run_bounds_each_call_from_its_own_start(journal: Journal) -> None:
+    # run() keeps one timer for many calls: calls that together outlast the
+    # limit each stay within it, and the one that runs past it is stopped.
+    # (The fixture's five events take 0.1 s each against a 0.25 s limit; the
+    # last never returns on its own.)
+    calls: list[str] = []
+
+    def slow_then_stuck(event: Event) -> None:
+        calls.append(event.assignment_id or "")
+        time.sleep(120 if event.assignment_id == "A4" else 0.1)
+
+    dispatcher = Dispatcher(journal, slow_then_stuck, retry=RetryPolicy((3600,)), hook_timeout=0.25, idle_wait=0.01)
+    handler = signal.getsignal(signal.SIGALRM)
+    started = time.monotonic()
+    dispatcher.run(lambda: time.monotonic() - started < DEADLINE and len(journal.events("delivered")) < 4)
+    dispatcher.run(lambda: time.monotonic() - started < DEADLINE and not journal.events("pending")[0].last_error)
+    assert calls == ["A0", "A1", "A2", "A3", "A4"]
+    states = {stored.event.assignment_id: stored for stored in journal.events()}
+    assert [states[f"A{i}"].state for i in range(4)] == ["delivered"] * 4
+    assert states["A4"].state == "pending"  # retried in an hour
+    assert (states["A4"].last_error or "").startswith("HookTimeout: the hook ran longer than 0.25 s")
+    # Nothing is left behind: no timer running, the handler as it was.
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    assert signal.getsignal(signal.SIGALRM) == handler
 
 
 def test_run_stops_when_asked(journal: Journal) -> None:
