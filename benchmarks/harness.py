@@ -113,9 +113,14 @@ class Bench:
         # Each worker takes its share of the connections (see benchmarks/gunicorn_bench.py).
         with self._server(receptor, pace["connections"]) as server:
             warm = self._load(server, template, WARMUP_SECONDS, **pace)
+            before = _delivery(server.journal) if receptor.journaled else None
             measured = self._load(server, template, self.args.duration, **pace)
+            after = _delivery(server.journal) if receptor.journaled else None
             rss = server.peak_rss_kib()
-            backlog = _pending(server.journal) if receptor.journaled else None
+        backlog = delivered_rate = None
+        if before is not None and after is not None:
+            delivered_rate = (after[0] - before[0]) / measured.seconds
+            backlog = after[1]
         if receptor.journaled:
             # The check message, the warm-up's and the measured run's: each answered 200, each must be stored.
             _check_journaled(server.journal, receptor.name, 1 + warm.requests + measured.requests)
@@ -132,11 +137,12 @@ class Bench:
             errors=measured.errors,
             refused=measured.refused,
             backlog=backlog,
+            delivered_rate=delivered_rate,
         )
         self.log(
             f"  {kind:5} {receptor.name:13} {events:3d} events/msg: {run.rate:8.0f} msg/s  "
             f"p50 {run.p50_ms:6.1f} ms  p99 {run.p99_ms:7.1f} ms  rss {rss / 1024:5.1f} MiB"
-            + (f"  backlog {backlog}" if backlog is not None else "")
+            + (f"  delivered {delivered_rate:,.0f} events/s, backlog {backlog}" if delivered_rate is not None else "")
         )
         if measured.refused or measured.errors:
             raise SystemExit(f"{receptor.name} refused {measured.refused} and failed {measured.errors} requests")
@@ -205,9 +211,14 @@ def _rotated(items: Sequence[servers.Receptor], number: int) -> list[servers.Rec
     return [*items[shift:], *items[:shift]]
 
 
-def _pending(journal: Path) -> int:
+def _delivery(journal: Path) -> tuple[int, int]:
+    """How many events the hook has taken, and how many wait for it (queued, or still in their message's row)."""
     with sqlite3.connect(journal) as conn:
-        return int(conn.execute("SELECT COUNT(*) FROM events WHERE state = 'pending'").fetchone()[0])
+        delivered, pending = conn.execute(
+            "SELECT TOTAL(state = 'delivered'), TOTAL(state = 'pending') FROM events"
+        ).fetchone()
+        unqueued = conn.execute("SELECT TOTAL(event_count) FROM messages WHERE events_queued = 0").fetchone()[0]
+    return int(delivered), int(pending + unqueued)
 
 
 def _check_journaled(journal: Path, name: str, answered: int) -> None:
