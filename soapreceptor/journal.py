@@ -231,8 +231,10 @@ class Journal:
         self._lock_file = -1
         #: Whether this process's last write had to wait for another writer: the journal is busy.
         self.contended = False
-        #: Messages a dispatcher read to queue but has not queued yet (see claim_batch).
+        #: Messages a dispatcher read to queue but has not queued yet (see claim_batch), and the
+        #: last of those its current transaction queued or found queued.
         self._ahead: list[_Unqueued] = []
+        self._checked_up_to = 0
         weakref.finalize(self, _close_own, self._opened, self._opened_fds)
 
     def __repr__(self) -> str:
@@ -427,6 +429,7 @@ class Journal:
         if prepared is None:
             prepared = _read_unqueued(conn, limit)
         elif prepared:
+            self._checked_up_to = prepared[-1].message_id
             ids = [message.message_id for message in prepared]
             still = {
                 row[0]
@@ -543,43 +546,34 @@ class Journal:
         queue, building their rows) or after (the claimed events) is.
         """
         now = time.time() if now is None else now
-        # (Nothing to queue yet: then it is looked for again under the lock, where it is cheap.)
-        prepared = None if self._any_due(now) else (self._read_unqueued_for(limit) or None)
+        ahead = self._read_ahead(limit)
+        self._checked_up_to = 0
         with self._write() as conn:
             lost = self._settle(conn, owner, outcomes, now)
-            claimed = self._claim(conn, owner, lease, limit, now, count=False, prepared=prepared)
+            claimed = self._claim(conn, owner, lease, limit, now, count=False, ahead=ahead)
+        if self._checked_up_to:
+            # Committed: what this turn queued (or found queued by another dispatcher) is not read again.
+            self._ahead = [message for message in self._ahead if message.message_id > self._checked_up_to]
         return lost, [_claimed(row, now) for row in claimed]
 
-    def _any_due(self, now: float) -> bool:
-        """Whether an event is due now (read without the write lock: a hint, checked again under it)."""
-        return bool(
-            self._read(
-                "SELECT 1 FROM events INDEXED BY events_pending WHERE state = 'pending' AND next_attempt_at <= ?"
-                " AND (lease_expires IS NULL OR lease_expires < ?) LIMIT 1",
-                (now, now),
-            )
-        )
+    def _read_ahead(self, events: int) -> list[_Unqueued]:
+        """The oldest appended messages, holding ``events`` events or more where there are that many.
 
-    def _read_unqueued_for(self, events: int) -> list[_Unqueued]:
-        """The oldest appended messages holding about ``events`` events (one at least), read without the lock.
-
-        Messages read but not taken this time are kept for the next turn
-        rather than read and worked out again.
+        Read and worked out without the write lock; those not queued this
+        turn are kept for the next rather than read again.
         """
-        ahead = self._ahead
-        if sum(len(message.events) for message in ahead) < events:
-            after = ahead[-1].message_id if ahead else 0
+        have = sum(len(message.events) for message in self._ahead)
+        while have < events:
+            after = self._ahead[-1].message_id if self._ahead else 0
             try:
-                ahead += _read_unqueued(self._connection(), _READ_AHEAD, after=after)
+                more = _read_unqueued(self._connection(), max(_READ_AHEAD, events - have), after=after)
             except sqlite3.Error as exc:
                 raise JournalError(f"the journal {self.path} could not be read: {exc}") from exc
-        taken = count = 0
-        for count, message in enumerate(ahead, start=1):  # noqa: B007 (count is used after the loop)
-            taken += len(message.events)
-            if taken >= events:
+            if not more:
                 break
-        found, self._ahead = ahead[:count], ahead[count:]
-        return found
+            self._ahead += more
+            have += sum(len(message.events) for message in more)
+        return self._ahead
 
     def _claim(
         self,
@@ -590,14 +584,26 @@ class Journal:
         now: float,
         *,
         count: bool,
-        prepared: list[_Unqueued] | None = None,
+        ahead: list[_Unqueued] | None = None,
     ) -> list[tuple[sqlite3.Row, int]]:
-        """Claim due events; each row with the attempts it has now (see :func:`_claimed`)."""
+        """Claim due events; each row with the attempts it has now (see :func:`_claimed`).
+
+        With ``ahead`` (messages read before the lock), a batch that the
+        queue cannot fill is filled by queueing the events of as many of
+        them as it takes. Without, events of appended messages join the
+        queue only when it has run dry, a few messages at a time. Either way
+        every event is claimed in arrival order: queued ones are always older.
+        """
         rows = self._due(conn, now, limit)
-        # Events of appended messages join the queue only when it has run
-        # dry, a few messages at a time: short transactions, and still every
-        # event in arrival order (queued ones are always older).
-        if not rows and self._queue(conn, _QUEUE_PER_TURN, prepared):
+        if ahead is not None:
+            wanted, taken, needed = limit - len(rows), 0, 0
+            for message in ahead:
+                if taken >= wanted:
+                    break
+                taken, needed = taken + len(message.events), needed + 1
+            if needed and self._queue(conn, None, ahead[:needed]):
+                rows = self._due(conn, now, limit)
+        elif not rows and self._queue(conn, _QUEUE_PER_TURN):
             rows = self._due(conn, now, limit)
         charged = [row["attempts"] + (1 if count or row["lease_owner"] is not None else 0) for row in rows]
         conn.executemany(

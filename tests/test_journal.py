@@ -208,3 +208,31 @@ def test_release_frees_only_the_dead_dispatchers_claims(journal: Journal) -> Non
         "the dispatcher process died: killed by signal 9",
     )
     assert journal.claim("host:99:0000", 60, T0) is None  # "host:411:" still holds its claim
+
+
+def test_a_batch_is_filled_from_appended_messages_in_arrival_order(journal: Journal) -> None:
+    # The receptor appends messages with their events unqueued; a dispatcher's
+    # batch takes queued events first, then queues as many messages as it needs.
+    journal.append_many([(*message(*[f"M{m}E{e}" for e in range(3)]), T0) for m in range(3)])
+    _, first = journal.claim_batch("d", lease=60, limit=5, now=T0)
+    assert [c.event.assignment_id for c in first] == ["M0E0", "M0E1", "M0E2", "M1E0", "M1E1"]
+    assert query(journal.path, "SELECT COUNT(*) FROM messages WHERE events_queued = 0") == (1,)
+    _, second = journal.claim_batch("d", lease=60, limit=10, now=T0)
+    assert [c.event.assignment_id for c in second] == ["M1E2", "M2E0", "M2E1", "M2E2"]
+    assert all(c.attempts == 0 for c in [*first, *second])  # counted with the outcome, not the claim
+    _, none = journal.claim_batch("d", lease=60, limit=10, now=T0)
+    assert none == []
+
+
+def test_messages_queued_by_another_process_meanwhile_are_queued_once(tmp_path: Path) -> None:
+    # A dispatcher reads the messages to queue before it takes the write lock;
+    # if another process queued them in between, they are not queued again.
+    path = tmp_path / "journal.db"
+    dispatcher, reader = Journal(path).open(), Journal(path).open()
+    dispatcher.append_many([(*message(f"M{m}"), T0) for m in range(4)])
+    assert len(dispatcher._read_ahead(10)) == 4
+    reader.queue_events(limit=2)  # e.g. an operator listing events
+    _, claimed = dispatcher.claim_batch("d", lease=60, limit=10, now=T0)
+    assert [c.event.assignment_id for c in claimed] == ["M0", "M1", "M2", "M3"]
+    assert query(path, "SELECT COUNT(*), COUNT(DISTINCT assignment_id) FROM events") == (4, 4)
+    assert dispatcher.counts() == {"pending": 4, "delivered": 0, "dead": 0, "duplicate": 0}
