@@ -130,7 +130,7 @@ _INSERT_EVENT: Final[str] = (
 #: nap leaves the journal idle: the holder needs it for a few hundred microseconds at most).
 _LOCK_POLL_MIN: Final[float] = 0.00005
 _LOCK_POLL_MAX: Final[float] = 0.0002
-#: The receptor's own checkpoint threshold (pages of 4 KiB), reached only when no dispatcher checkpoints.
+#: Every writer's checkpoint threshold (pages of 4 KiB), reached only when no dispatcher checkpoints.
 _BACKSTOP_CHECKPOINT_PAGES: Final[int] = 10000
 #: Messages whose events a dispatcher queues in one turn, when its queue has run dry.
 _QUEUE_PER_TURN: Final[int] = 4
@@ -264,11 +264,12 @@ class Journal:
                 raise JournalError(f"the journal {self.path} cannot use WAL mode (got {mode!r})")
             conn.execute(f"PRAGMA synchronous = {'FULL' if self.durable else 'NORMAL'}")
             # Checkpoints (copying the write-ahead log into the database) take
-            # milliseconds: the dispatcher makes them (checkpoint()), off the
-            # answer path; a receptor's own commits make one only as a backstop,
-            # when no dispatcher has for a long while (a 40 MB log).
-            pages = _BACKSTOP_CHECKPOINT_PAGES if self.durable else 1000
-            conn.execute(f"PRAGMA wal_autocheckpoint = {pages}")
+            # milliseconds: the dispatcher makes them (checkpoint()) between its
+            # transactions, holding no lock anyone waits for. A commit of any
+            # writer makes one only as a backstop, when no dispatcher has for a
+            # long while (a 40 MB log): made inside a commit, a checkpoint keeps
+            # the journal locked, and the receptor's answers wait.
+            conn.execute(f"PRAGMA wal_autocheckpoint = {_BACKSTOP_CHECKPOINT_PAGES}")
             conn.execute("PRAGMA foreign_keys = ON")
             conn.executescript(_SCHEMA)
             for table, columns in _ADDED_COLUMNS.items():
