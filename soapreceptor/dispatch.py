@@ -51,7 +51,9 @@ CHECKPOINT_EVERY: Final[float] = 1.0
 #: The most events a dispatcher claims at once, and how long a batch may keep starting new ones.
 MAX_BATCH: Final[int] = 64
 BATCH_BUDGET: Final[float] = 1.0
-#: Seconds a dispatcher pauses after a batch claimed while other writers held the journal.
+#: After a batch claimed while other writers held the journal, a dispatcher pauses as long as it
+#: then held the journal itself (so at most half of the time is its), within these bounds (seconds).
+YIELD_AT_LEAST: Final[float] = 0.001
 YIELD_WHEN_BUSY: Final[float] = 0.01
 #: Seconds a dispatcher that has caught up waits for more events before its next batch.
 GATHER: Final[float] = 0.05
@@ -188,10 +190,11 @@ class Dispatcher:
         has run :data:`BATCH_BUDGET` seconds (its rest is given back).
 
         The journal is shared with the receptor's workers, whose commits MTurk
-        waits for: a dispatcher that had to wait for them pauses
-        :data:`YIELD_WHEN_BUSY` before its next batch, and one that has caught
-        up waits :data:`GATHER` for events to gather rather than taking them
-        one transaction each as they come.
+        waits for: a dispatcher that had to wait for them pauses before its
+        next batch as long as its own transaction held the journal (between
+        :data:`YIELD_AT_LEAST` and :data:`YIELD_WHEN_BUSY`), and one that has
+        caught up waits :data:`GATHER` for events to gather rather than taking
+        them one transaction each as they come.
         """
         logger.info("dispatcher %s started on %s", self.owner, self.journal.path)
         log = ProgressLog(progress.path_for(self.journal.path, self.owner))
@@ -230,7 +233,7 @@ class Dispatcher:
                     # The receptor's workers are writing too (MTurk is waiting for
                     # their answers): leave them the journal for a moment, and take
                     # bigger batches less often. The events are safe meanwhile.
-                    time.sleep(YIELD_WHEN_BUSY)
+                    time.sleep(min(max(self.journal.held, YIELD_AT_LEAST), YIELD_WHEN_BUSY))
                 started = time.monotonic()
                 outcomes = self._deliver(claimed, log, started)
                 if len(claimed) < size:

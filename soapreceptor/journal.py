@@ -229,8 +229,10 @@ class Journal:
         self._thread_lock = threading.Lock()
         self._lock_owner = 0
         self._lock_file = -1
-        #: Whether this process's last write had to wait for another writer: the journal is busy.
+        #: Whether this process's last write had to wait for another writer: the journal is busy;
+        #: and how long (seconds) it then held the journal.
         self.contended = False
+        self.held = 0.0
         #: Messages a dispatcher read to queue but has not queued yet (see claim_batch), and the
         #: last of those its current transaction queued or found queued.
         self._ahead: list[_Unqueued] = []
@@ -341,10 +343,12 @@ class Journal:
                         ) from None
                     time.sleep(pause)
                     pause = min(pause * 2, _LOCK_POLL_MAX)
+            taken = time.monotonic()
             try:
                 yield
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
+                self.held = time.monotonic() - taken
 
     def _lock_fd(self) -> int:
         # One open file per process: flock belongs to the open file, which a
