@@ -123,9 +123,10 @@ _APPEND_MESSAGE: Final[str] = (
 )
 _INSERT_EVENT: Final[str] = (
     "INSERT INTO events (message_id, seq, event_type, event_time, hit_type_id, hit_id, assignment_id,"
-    " version, dedup_key, state, duplicate_of, next_attempt_at, updated_at)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " version, dedup_key, state, duplicate_of, next_attempt_at, updated_at, lease_owner, lease_expires)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+_NO_LEASE: Final[tuple[None, None]] = (None, None)
 #: How often a writer waiting for the writer lock looks again: from 50 µs, doubling to 0.2 ms (a longer
 #: nap leaves the journal idle: the holder needs it for a few hundred microseconds at most).
 _LOCK_POLL_MIN: Final[float] = 0.00005
@@ -423,13 +424,18 @@ class Journal:
             return self._queue(conn, limit)
 
     def _queue(
-        self, conn: sqlite3.Connection, limit: int | None, prepared: list[_Unqueued] | None = None
+        self,
+        conn: sqlite3.Connection,
+        limit: int | None,
+        prepared: list[_Unqueued] | None = None,
+        claim: _Claim | None = None,
     ) -> list[Recorded]:
         """Queue the events of the oldest appended messages (``limit``), or of ``prepared`` (read before the lock).
 
         Messages read before the write lock was taken may have been queued
         meanwhile by another dispatcher: those are left out. The rest are
         still the oldest unqueued messages (appends only add newer ones).
+        With ``claim``, the first new pending events are stored claimed (see :class:`_Claim`).
         """
         if prepared is None:
             prepared = _read_unqueued(conn, limit)
@@ -451,7 +457,7 @@ class Journal:
                 (message.digest, message.message_id),
             ).fetchone()
             original_id = original[0] if original else None
-            originals = self._insert_events(conn, message, original_id)
+            originals = self._insert_events(conn, message, original_id, claim)
             # The JSON copy has done its job: the events table holds them now (and the body, always).
             conn.execute(
                 "UPDATE messages SET events_queued = 1, events = NULL, duplicate_of = ? WHERE id = ?",
@@ -468,7 +474,9 @@ class Journal:
             metrics.get().duplicates.inc(sum(r.duplicates for r in queued))
         return queued
 
-    def _insert_events(self, conn: sqlite3.Connection, message: _Unqueued, original_id: int | None) -> list[int | None]:
+    def _insert_events(
+        self, conn: sqlite3.Connection, message: _Unqueued, original_id: int | None, claim: _Claim | None
+    ) -> list[int | None]:
         """Insert a message's event rows; for each, the event it duplicates (None: a new, pending event)."""
         keys = message.keys
         if original_id is None and message.distinct:
@@ -480,17 +488,30 @@ class Journal:
                 rows = _event_rows(message.message_id, message.events, keys, originals, now=message.received_at)
             else:
                 rows = message.rows  # made before the lock was taken
-            conn.executemany(_INSERT_EVENT, rows)
+            if claim is None or claim.room <= 0:
+                conn.executemany(_INSERT_EVENT, [row + _NO_LEASE for row in rows])
+            else:
+                claimed = [seq for seq, original in enumerate(originals) if original is None][: claim.room]
+                leased = set(claimed)
+                conn.executemany(
+                    _INSERT_EVENT,
+                    [row + (claim.lease if seq in leased else _NO_LEASE) for seq, row in enumerate(rows)],
+                )
+                # Rows get consecutive ids, in order: the last one inserted tells them all.
+                first = _last_insert_id(conn) - len(rows) + 1
+                claim.took(message, [(first + seq, seq) for seq in claimed])
             return originals
         # A replayed message, or one repeating an event: each event is judged
         # against the rows inserted just before it.
         originals = []
         for seq, (event, key) in enumerate(zip(message.events, keys, strict=True)):
             duplicate_of = self._original_event(conn, original_id, seq, key)
-            conn.executemany(
-                _INSERT_EVENT,
-                _event_rows(message.message_id, [event], [key], [duplicate_of], now=message.received_at, first=seq),
-            )
+            (row,) = _event_rows(message.message_id, [event], [key], [duplicate_of], now=message.received_at, first=seq)
+            if claim is not None and claim.room > 0 and duplicate_of is None:
+                conn.execute(_INSERT_EVENT, row + claim.lease)
+                claim.took(message, [(_last_insert_id(conn), seq)])
+            else:
+                conn.execute(_INSERT_EVENT, row + _NO_LEASE)
             originals.append(duplicate_of)
         return originals
 
@@ -590,8 +611,8 @@ class Journal:
         *,
         count: bool,
         ahead: list[_Unqueued] | None = None,
-    ) -> list[tuple[sqlite3.Row, int]]:
-        """Claim due events; each row with the attempts it has now (see :func:`_claimed`).
+    ) -> list[tuple[sqlite3.Row, int] | StoredEvent]:
+        """Claim due events: each a row with the attempts it has now (see :func:`_claimed`), or a new event.
 
         With ``ahead`` (messages read before the lock), a batch that the
         queue cannot fill is filled by queueing the events of as many of
@@ -600,14 +621,18 @@ class Journal:
         every event is claimed in arrival order: queued ones are always older.
         """
         rows = self._due(conn, now, limit)
+        fresh: list[StoredEvent] = []
         if ahead is not None:
             wanted, taken, needed = limit - len(rows), 0, 0
             for message in ahead:
                 if taken >= wanted:
                     break
                 taken, needed = taken + len(message.events), needed + 1
-            if needed and self._queue(conn, None, ahead[:needed]):
-                rows = self._due(conn, now, limit)
+            if needed:
+                # The new events are stored claimed: no second write to claim them.
+                claim = _Claim((owner, now + lease), wanted, now)
+                self._queue(conn, None, ahead[:needed], claim)
+                fresh = claim.events
         elif not rows and self._queue(conn, _QUEUE_PER_TURN):
             rows = self._due(conn, now, limit)
         charged = [row["attempts"] + (1 if count or row["lease_owner"] is not None else 0) for row in rows]
@@ -615,7 +640,7 @@ class Journal:
             "UPDATE events SET lease_owner = ?, lease_expires = ?, attempts = ?, updated_at = ? WHERE id = ?",
             [(owner, now + lease, attempts, now, row["id"]) for row, attempts in zip(rows, charged, strict=True)],
         )
-        return list(zip(rows, charged, strict=True))
+        return [*zip(rows, charged, strict=True), *fresh]
 
     def delivered(self, event_id: int, owner: str, now: float | None = None) -> bool:
         """Mark a claimed event delivered; False if ``owner`` no longer held its lease."""
@@ -895,10 +920,49 @@ def _read_unqueued(conn: sqlite3.Connection, limit: int | None, *, after: int = 
     return found
 
 
-def _claimed(claimed: tuple[sqlite3.Row, int], now: float) -> StoredEvent:
-    """A claimed event row as the dispatcher gets it: with its attempts as charged and its claim time."""
+def _claimed(claimed: tuple[sqlite3.Row, int] | StoredEvent, now: float) -> StoredEvent:
+    """A claimed event as the dispatcher gets it: with its attempts as charged and its claim time."""
+    if isinstance(claimed, StoredEvent):
+        return claimed
     row, attempts = claimed
     return _stored(row, attempts=attempts, updated_at=now)
+
+
+def _last_insert_id(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT last_insert_rowid()").fetchone()[0])
+
+
+class _Claim:
+    """A dispatcher's claim on the first ``room`` new pending events it queues (see :meth:`Journal.claim_batch`).
+
+    They are inserted with its lease (``(owner, expires)``) rather than
+    inserted and then claimed: one write per event instead of two, in the
+    transaction the receptor's workers wait for.
+    """
+
+    def __init__(self, lease: tuple[str, float], room: int, now: float) -> None:
+        self.lease = lease
+        self.room = room
+        self.now = now
+        self.events: list[StoredEvent] = []
+
+    def took(self, message: _Unqueued, claimed: list[tuple[int, int]]) -> None:
+        """Events of ``message`` were just inserted claimed: ``(event id, seq)`` each."""
+        for event_id, seq in claimed:
+            self.events.append(
+                StoredEvent(
+                    id=event_id,
+                    message_id=message.message_id,
+                    event=message.events[seq],
+                    state="pending",
+                    attempts=0,
+                    next_attempt_at=message.received_at,
+                    last_error=None,
+                    duplicate_of=None,
+                    updated_at=self.now,
+                )
+            )
+        self.room -= len(claimed)
 
 
 def _events_from_json(text: str, version: str) -> list[Event]:

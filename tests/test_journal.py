@@ -217,6 +217,11 @@ def test_a_batch_is_filled_from_appended_messages_in_arrival_order(journal: Jour
     _, first = journal.claim_batch("d", lease=60, limit=5, now=T0)
     assert [c.event.assignment_id for c in first] == ["M0E0", "M0E1", "M0E2", "M1E0", "M1E1"]
     assert query(journal.path, "SELECT COUNT(*) FROM messages WHERE events_queued = 0") == (1,)
+    # Each claimed event is the row of that id, stored with the claim on it (and M1E2 without).
+    with closing(sqlite3.connect(journal.path)) as conn:
+        rows = conn.execute("SELECT id, message_id, assignment_id, lease_owner FROM events ORDER BY id").fetchall()
+    assert rows[:5] == [(c.id, c.message_id, c.event.assignment_id, "d") for c in first]
+    assert rows[5][2:] == ("M1E2", None)
     _, second = journal.claim_batch("d", lease=60, limit=10, now=T0)
     assert [c.event.assignment_id for c in second] == ["M1E2", "M2E0", "M2E1", "M2E2"]
     assert all(c.attempts == 0 for c in [*first, *second])  # counted with the outcome, not the claim
@@ -236,3 +241,20 @@ def test_messages_queued_by_another_process_meanwhile_are_queued_once(tmp_path: 
     assert [c.event.assignment_id for c in claimed] == ["M0", "M1", "M2", "M3"]
     assert query(path, "SELECT COUNT(*), COUNT(DISTINCT assignment_id) FROM events") == (4, 4)
     assert dispatcher.counts() == {"pending": 4, "delivered": 0, "dead": 0, "duplicate": 0}
+
+
+def test_a_batch_claims_only_new_events_of_messages_with_duplicates(journal: Journal) -> None:
+    # Events repeated within a message, and a replayed message, go through
+    # the event-by-event path: only the new events are claimed.
+    repeated = message("A", "A", "B")
+    journal.append_many([(*repeated, T0), (*repeated, T0), (*message("C"), T0)])
+    _, claimed = journal.claim_batch("d", lease=60, limit=10, now=T0)
+    assert [c.event.assignment_id for c in claimed] == ["A", "B", "C"]
+    with closing(sqlite3.connect(journal.path)) as conn:
+        rows = conn.execute("SELECT id, assignment_id, state, lease_owner FROM events ORDER BY id").fetchall()
+    assert [(state, owner) for _, _, state, owner in rows] == [
+        ("pending", "d"), ("duplicate", None), ("pending", "d"),  # the first message
+        ("duplicate", None), ("duplicate", None), ("duplicate", None),  # its replay
+        ("pending", "d"),
+    ]  # fmt: skip
+    assert [c.id for c in claimed] == [rows[0][0], rows[2][0], rows[6][0]]
