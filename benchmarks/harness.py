@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from contextlib import closing
 from pathlib import Path
 
 from . import inprocess, load, report, servers
@@ -213,7 +214,8 @@ def _rotated(items: Sequence[servers.Receptor], number: int) -> list[servers.Rec
 
 def _delivery(journal: Path) -> tuple[int, int]:
     """How many events the hook has taken, and how many wait for it (queued, or still in their message's row)."""
-    with sqlite3.connect(journal) as conn:
+    # closing(): a connection's own with-block ends the transaction, not the connection.
+    with closing(sqlite3.connect(journal)) as conn:
         delivered, pending = conn.execute(
             "SELECT TOTAL(state = 'delivered'), TOTAL(state = 'pending') FROM events"
         ).fetchone()
@@ -223,7 +225,7 @@ def _delivery(journal: Path) -> tuple[int, int]:
 
 def _check_journaled(journal: Path, name: str, answered: int) -> None:
     """Every message answered 200 must be in the journal (it may hold more: answers wrk stopped waiting for)."""
-    with sqlite3.connect(journal) as conn:
+    with closing(sqlite3.connect(journal)) as conn:
         stored = int(conn.execute("SELECT COUNT(*) FROM messages").fetchone()[0])
     if stored < answered:
         raise SystemExit(f"{name} answered 200 to {answered} messages but its journal holds only {stored}")

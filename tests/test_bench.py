@@ -107,3 +107,4 @@ def test_the_backlog_counts_events_not_yet_queued(tmp_path: Path) -> None:
     while dispatcher.step() is not None:
         pass
     assert harness._delivery(journal.path) == (6, 0)
+    journal.close()
