@@ -26,7 +26,7 @@ import socket
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Final
@@ -107,8 +107,8 @@ class Dispatcher:
     rng: random.Random = field(default_factory=random.Random)
     clock: Callable[[], float] = time.time
     stopping: bool = False
-    #: The hook's time limit while :meth:`run` runs (one SIGALRM handler for the whole run).
-    _watchdog: _Watchdog | None = field(default=None, init=False, repr=False)
+    #: The hook's time limit while :meth:`run` or :meth:`step` runs (see :meth:`_watching`); none otherwise.
+    _watchdog: _Watchdog = field(default_factory=lambda: _Watchdog(0), init=False, repr=False)
     _delivered: Counter | None = field(default=None, init=False, repr=False)
 
     @property
@@ -120,8 +120,20 @@ class Dispatcher:
         """Claim and deliver one due event, recording the outcome; return it (as claimed), or None if none was due."""
         claimed = self.journal.claim(self.owner, self.lease, self.clock())
         if claimed is not None:
-            self._settled(self.journal.settle(self.owner, [self._attempt(claimed, counted=True)], self.clock()))
+            with self._watching():
+                outcome = self._attempt(claimed, counted=True)
+            self._settled(self.journal.settle(self.owner, [outcome], self.clock()))
         return claimed
+
+    @contextlib.contextmanager
+    def _watching(self) -> Iterator[None]:
+        """The hook's time limit in place for the block (one SIGALRM handler however many calls it makes)."""
+        self._watchdog = _Watchdog.install(self.hook_timeout)
+        try:
+            yield
+        finally:
+            self._watchdog.uninstall()
+            self._watchdog = _Watchdog(0)
 
     def _attempt(self, claimed: StoredEvent, *, counted: bool) -> Outcome:
         """Hand one claimed event to the hook; how it went.
@@ -140,16 +152,12 @@ class Dispatcher:
         started = time.perf_counter()
         watchdog = self._watchdog
         try:
-            if watchdog is None:
-                with _time_limit(self.hook_timeout):
-                    self.hook(event)
-            else:
-                watchdog.begin()
+            watchdog.begin()
+            try:
                 self.hook(event)
+            finally:
                 watchdog.end()
         except Exception as exc:
-            if watchdog is not None:
-                watchdog.end()
             metrics.get().hook_duration.observe(time.perf_counter() - started)
             error = _describe(exc)
             delay = self.retry.next_delay(attempt, self.rng)
@@ -198,13 +206,8 @@ class Dispatcher:
         """
         logger.info("dispatcher %s started on %s", self.owner, self.journal.path)
         log = ProgressLog(progress.path_for(self.journal.path, self.owner))
-        self._watchdog = _Watchdog.install(self.hook_timeout)
-        try:
+        with self._watching():
             self._run(log, should_continue)
-        finally:
-            if self._watchdog is not None:
-                self._watchdog.uninstall()
-                self._watchdog = None
         logger.info("dispatcher %s stopped", self.owner)
 
     def _run(self, log: ProgressLog, should_continue: Callable[[], bool]) -> None:
@@ -288,67 +291,50 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}{where}"[:2000]
 
 
-class _time_limit:  # noqa: N801 (used as a context manager, like a function)
-    """Raise :class:`HookTimeout` in the main thread if the block runs longer than ``seconds``.
+class _Watchdog:
+    """The hook's time limit: raise :class:`HookTimeout` in a hook call that runs longer than ``seconds``.
+
+    One SIGALRM handler stays in place for many calls (a whole
+    :meth:`Dispatcher.run`), and the timer is set only when none is running:
+    setting a handler and a timer and taking both back around every call
+    would be four system calls per event. The timer may then go off before a
+    call's own limit (it was set for an earlier call), never after it: the
+    handler sets it again for the time left. An alarm between calls is ignored.
 
     SIGALRM interrupts Python code and blocking system calls; a hook stuck
     inside a C extension that never returns to Python cannot be interrupted,
     and then its lease runs out and another dispatcher may take the event.
-    Outside the main thread (no signals there) the limit is not enforced.
+    Outside the main thread (no signals there), or with no limit set, it does
+    nothing.
     """
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
-        self.armed = False
-
-    def __enter__(self) -> None:
-        if self.seconds > 0 and _in_main_thread():
-            self.previous = signal.signal(signal.SIGALRM, self._expired)
-            signal.setitimer(signal.ITIMER_REAL, self.seconds)
-            self.armed = True
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self.armed:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, self.previous)
-
-    def _expired(self, signum: int, frame: FrameType | None) -> None:
-        raise HookTimeout(f"the hook ran longer than {self.seconds:g} s")
-
-
-class _Watchdog:
-    """The hook's time limit for a whole :meth:`Dispatcher.run`: one SIGALRM handler, rarely a system call.
-
-    :class:`_time_limit` sets a signal handler and a timer, and takes both
-    back, around every call: four system calls per event. Here the handler
-    stays for the run and the timer is set only when none is running. It may
-    then go off before the hook's own limit (it was set for an earlier
-    event), never after it: the handler sets it again for the time left. An
-    alarm between two hook calls is ignored.
-    """
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
+        self.armed = False  # whether its handler is in place
         self.deadline = 0.0
         self.active = False
         self.pending = False  # whether the timer is running
         self.previous: Any = None
 
     @classmethod
-    def install(cls, seconds: float) -> _Watchdog | None:
-        """A watchdog with its handler in place; None where no limit can be kept (see :class:`_time_limit`)."""
-        if seconds <= 0 or not _in_main_thread():
-            return None
+    def install(cls, seconds: float) -> _Watchdog:
+        """A watchdog with its handler in place, where a limit can be kept."""
         watchdog = cls(seconds)
-        watchdog.previous = signal.signal(signal.SIGALRM, watchdog._alarm)
+        if seconds > 0 and _in_main_thread():
+            watchdog.previous = signal.signal(signal.SIGALRM, watchdog._alarm)
+            watchdog.armed = True
         return watchdog
 
     def uninstall(self) -> None:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, self.previous)
+        if self.armed:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, self.previous)
+            self.armed = False
 
     def begin(self) -> None:
         """A hook call starts now."""
+        if not self.armed:
+            return
         self.deadline = time.monotonic() + self.seconds
         self.active = True
         if not self.pending:

@@ -126,7 +126,6 @@ _INSERT_EVENT: Final[str] = (
     " version, dedup_key, state, duplicate_of, next_attempt_at, updated_at, lease_owner, lease_expires)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_NO_LEASE: Final[tuple[None, None]] = (None, None)
 #: The events column's encoder, made once (json.dumps with separators makes one per call).
 _COMPACT_JSON: Final[json.JSONEncoder] = json.JSONEncoder(separators=(",", ":"))
 #: How often a writer waiting for the writer lock looks again: from 50 µs, doubling to 0.2 ms (a longer
@@ -236,10 +235,8 @@ class Journal:
         #: and how long (seconds) it then held the journal.
         self.contended = False
         self.held = 0.0
-        #: Messages a dispatcher read to queue but has not queued yet (see claim_batch), and the
-        #: last of those its current transaction queued or found queued.
+        #: Messages a dispatcher read to queue but has not queued yet (see claim_batch).
         self._ahead: list[_Unqueued] = []
-        self._checked_up_to = 0
         weakref.finalize(self, _close_own, self._opened, self._opened_fds)
 
     def __repr__(self) -> str:
@@ -442,7 +439,6 @@ class Journal:
         if prepared is None:
             prepared = _read_unqueued(conn, limit)
         elif prepared:
-            self._checked_up_to = prepared[-1].message_id
             ids = [message.message_id for message in prepared]
             still = {
                 row[0]
@@ -491,13 +487,12 @@ class Journal:
             else:
                 rows = message.rows  # made before the lock was taken
             if claim is None or claim.room <= 0:
-                conn.executemany(_INSERT_EVENT, [row + _NO_LEASE for row in rows])
+                conn.executemany(_INSERT_EVENT, rows)
             else:
                 claimed = [seq for seq, original in enumerate(originals) if original is None][: claim.room]
                 leased = set(claimed)
                 conn.executemany(
-                    _INSERT_EVENT,
-                    [row + (claim.lease if seq in leased else _NO_LEASE) for seq, row in enumerate(rows)],
+                    _INSERT_EVENT, [claim.leased(row) if seq in leased else row for seq, row in enumerate(rows)]
                 )
                 # Rows get consecutive ids, in order: the last one inserted tells them all.
                 first = _last_insert_id(conn) - len(rows) + 1
@@ -510,10 +505,10 @@ class Journal:
             duplicate_of = self._original_event(conn, original_id, seq, key)
             (row,) = _event_rows(message.message_id, [event], [key], [duplicate_of], now=message.received_at, first=seq)
             if claim is not None and claim.room > 0 and duplicate_of is None:
-                conn.execute(_INSERT_EVENT, row + claim.lease)
+                conn.execute(_INSERT_EVENT, claim.leased(row))
                 claim.took(message, [(_last_insert_id(conn), seq)])
             else:
-                conn.execute(_INSERT_EVENT, row + _NO_LEASE)
+                conn.execute(_INSERT_EVENT, row)
             originals.append(duplicate_of)
         return originals
 
@@ -554,7 +549,7 @@ class Journal:
         """Claim the oldest due pending event for ``lease`` seconds, counting an attempt; None if none is due."""
         now = time.time() if now is None else now
         with self._write() as conn:
-            claimed = self._claim(conn, owner, lease, 1, now, count=True)
+            claimed, _ = self._claim(conn, owner, lease, 1, now, count=True)
         return _claimed(claimed[0], now) if claimed else None
 
     def claim_batch(
@@ -575,13 +570,11 @@ class Journal:
         """
         now = time.time() if now is None else now
         ahead = self._read_ahead(limit)
-        self._checked_up_to = 0
         with self._write() as conn:
             lost = self._settle(conn, owner, outcomes, now)
-            claimed = self._claim(conn, owner, lease, limit, now, count=False, ahead=ahead)
-        if self._checked_up_to:
-            # Committed: what this turn queued (or found queued by another dispatcher) is not read again.
-            self._ahead = [message for message in self._ahead if message.message_id > self._checked_up_to]
+            claimed, taken = self._claim(conn, owner, lease, limit, now, count=False, ahead=ahead)
+        # Committed: the messages this turn queued (or found queued by another dispatcher) are not read again.
+        del self._ahead[:taken]
         return lost, [_claimed(row, now) for row in claimed]
 
     def _read_ahead(self, events: int) -> list[_Unqueued]:
@@ -613,8 +606,10 @@ class Journal:
         *,
         count: bool,
         ahead: list[_Unqueued] | None = None,
-    ) -> list[tuple[sqlite3.Row, int] | StoredEvent]:
+    ) -> tuple[list[tuple[sqlite3.Row, int] | StoredEvent], int]:
         """Claim due events: each a row with the attempts it has now (see :func:`_claimed`), or a new event.
+
+        Also returns how many of the messages in ``ahead`` it took to queue.
 
         With ``ahead`` (messages read before the lock), a batch that the
         queue cannot fill is filled by queueing the events of as many of
@@ -624,8 +619,9 @@ class Journal:
         """
         rows = self._due(conn, now, limit)
         fresh: list[StoredEvent] = []
+        needed = 0
         if ahead is not None:
-            wanted, taken, needed = limit - len(rows), 0, 0
+            wanted, taken = limit - len(rows), 0
             for message in ahead:
                 if taken >= wanted:
                     break
@@ -642,7 +638,7 @@ class Journal:
             "UPDATE events SET lease_owner = ?, lease_expires = ?, attempts = ?, updated_at = ? WHERE id = ?",
             [(owner, now + lease, attempts, now, row["id"]) for row, attempts in zip(rows, charged, strict=True)],
         )
-        return [*zip(rows, charged, strict=True), *fresh]
+        return [*zip(rows, charged, strict=True), *fresh], needed
 
     def delivered(self, event_id: int, owner: str, now: float | None = None) -> bool:
         """Mark a claimed event delivered; False if ``owner`` no longer held its lease."""
@@ -948,6 +944,10 @@ class _Claim:
         self.now = now
         self.events: list[StoredEvent] = []
 
+    def leased(self, row: tuple[object, ...]) -> tuple[object, ...]:
+        """An :func:`_event_rows` row, claimed: its last two columns are the lease."""
+        return row[:-2] + self.lease
+
     def took(self, message: _Unqueued, claimed: list[tuple[int, int]]) -> None:
         """Events of ``message`` were just inserted claimed: ``(event id, seq)`` each."""
         for event_id, seq in claimed:
@@ -1009,6 +1009,8 @@ def _event_rows(
                 duplicate_of,
                 now if pending else None,
                 now,
+                None,  # lease_owner and lease_expires: unclaimed (see _Claim.leased)
+                None,
             )
         )
     return rows
