@@ -12,6 +12,9 @@ from soapreceptor.gunicorn_config import *  # noqa: F403
 
 workers = int(os.environ["BENCH_WORKERS"])
 worker_class = os.environ["BENCH_WORKER_CLASS"]
+if worker_class == "gthread":
+    # gthread as shipped, but keeping alive every connection each worker takes (see benchmarks/workers.py).
+    worker_class = "benchmarks.workers.ShareThreadWorker"
 threads = int(os.environ.get("BENCH_THREADS", "1"))
 # Each worker takes at most its share of the load generator's keep-alive
 # connections (the harness sets it): otherwise whichever worker wins the race

@@ -123,8 +123,8 @@ class Bench:
             delivered_rate = (after[0] - before[0]) / measured.seconds
             backlog = after[1]
         if receptor.journaled:
-            # The check message, the warm-up's and the measured run's: each answered 200, each must be stored.
-            _check_journaled(server.journal, receptor.name, 1 + warm.requests + measured.requests)
+            # The start check's messages, the warm-up's and the measured run's: each answered 200, each must be stored.
+            _check_journaled(server.journal, receptor.name, servers.CHECK_ACCEPTED + warm.requests + measured.requests)
         self._discard(server)
         run = Run(
             receptor=receptor.name,

@@ -21,6 +21,8 @@ REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "benchmarks" / "gunicorn_bench.py"
 #: How long a server may take to start or stop on a loaded 2-core machine.
 DEADLINE = 60.0
+#: Valid messages a receptor has accepted when :meth:`Server.check` passes.
+CHECK_ACCEPTED = 3
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,11 @@ class Server:
         status = self._post(forged)
         if status in (None, 200):
             raise ServerError(f"{self.receptor.name} did not refuse a Notify signed with the wrong key ({status})")
+        if not self._keeps_alive():
+            raise ServerError(
+                f"{self.receptor.name} closed the connection after an answer: the load would open a new one "
+                "for every request, not measure keep-alive traffic"
+            )
 
     def _post(self, body: bytes) -> int | None:
         connection = http.client.HTTPConnection(self.host, self.port, timeout=DEADLINE)
@@ -130,6 +137,28 @@ class Server:
             return response.status
         except OSError:
             return None
+        finally:
+            connection.close()
+
+    def _keeps_alive(self) -> bool:
+        """Whether two messages in a row are answered on one HTTP/1.1 connection, which stays open."""
+        stamp = payloads.timestamp()
+        connection = http.client.HTTPConnection(self.host, self.port, timeout=DEADLINE)
+        try:
+            for serial in (999_999_999_997, 999_999_999_996):
+                connection.request(
+                    "POST",
+                    "/",
+                    body=payloads.message(1, serial, stamp=stamp),
+                    headers={"Content-Type": "text/xml; charset=utf-8"},
+                )
+                response = connection.getresponse()
+                response.read()
+                if response.status != 200 or response.will_close:
+                    return False
+            return True
+        except OSError:
+            return False
         finally:
             connection.close()
 

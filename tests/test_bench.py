@@ -108,3 +108,15 @@ def test_the_backlog_counts_events_not_yet_queued(tmp_path: Path) -> None:
         pass
     assert harness._delivery(journal.path) == (6, 0)
     journal.close()
+
+
+def test_receptors_keep_connections_alive_when_each_worker_takes_its_share(tmp_path: Path) -> None:
+    # Capped at its share of the connections (one each here, fewer than its
+    # threads), plain gthread would close every connection after one answer,
+    # and wrk would measure connection set-up rather than keep-alive traffic.
+    from benchmarks import servers  # noqa: PLC0415 (the harness is not a package dependency)
+
+    bare = next(receptor for receptor in servers.RECEPTORS if receptor.name == "bare limit")
+    with servers.Server(bare, tmp_path / "bare", workers=2, worker_class="gthread", threads=8, connections=2) as server:
+        assert server.worker_connections == 1
+        assert server._keeps_alive()
