@@ -129,36 +129,30 @@ class Server:
             )
 
     def _post(self, body: bytes) -> int | None:
-        connection = http.client.HTTPConnection(self.host, self.port, timeout=DEADLINE)
-        try:
-            connection.request("POST", "/", body=body, headers={"Content-Type": "text/xml; charset=utf-8"})
-            response = connection.getresponse()
-            response.read()
-            return response.status
-        except OSError:
-            return None
-        finally:
-            connection.close()
+        answers = self._exchange([body])
+        return answers[0][0] if answers else None
 
     def _keeps_alive(self) -> bool:
         """Whether two messages in a row are answered on one HTTP/1.1 connection, which stays open."""
         stamp = payloads.timestamp()
+        answers = self._exchange(
+            [payloads.message(1, serial, stamp=stamp) for serial in (999_999_999_997, 999_999_999_996)]
+        )
+        return answers is not None and all(status == 200 and not closing for status, closing in answers)
+
+    def _exchange(self, bodies: list[bytes]) -> list[tuple[int, bool]] | None:
+        """POST ``bodies`` one after another on one connection: each answer's status and whether it closes it."""
         connection = http.client.HTTPConnection(self.host, self.port, timeout=DEADLINE)
         try:
-            for serial in (999_999_999_997, 999_999_999_996):
-                connection.request(
-                    "POST",
-                    "/",
-                    body=payloads.message(1, serial, stamp=stamp),
-                    headers={"Content-Type": "text/xml; charset=utf-8"},
-                )
+            answers = []
+            for body in bodies:
+                connection.request("POST", "/", body=body, headers={"Content-Type": "text/xml; charset=utf-8"})
                 response = connection.getresponse()
                 response.read()
-                if response.status != 200 or response.will_close:
-                    return False
-            return True
+                answers.append((response.status, response.will_close))
+            return answers
         except OSError:
-            return False
+            return None
         finally:
             connection.close()
 

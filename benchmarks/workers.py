@@ -8,13 +8,11 @@ from gunicorn.workers.gthread import ThreadWorker
 class ShareThreadWorker(ThreadWorker):
     """gthread, keeping alive every connection it accepts.
 
-    Each worker takes at most its share of the load generator's keep-alive
-    connections (``worker_connections``, set by the harness): otherwise
-    whichever worker wins the race for the first accepts may keep most of
-    them, and a run measures that luck. But gthread keeps alive only
-    ``worker_connections - threads`` idle connections and closes the rest
-    after each answer, which with the share as the cap would be every one of
-    them: each request would open a new connection.
+    The harness caps each worker at its share of the load's connections
+    (``worker_connections``; see ``benchmarks/gunicorn_bench.py``). gthread
+    keeps alive only ``worker_connections - threads`` idle connections and
+    closes the rest after each answer, which with that cap would be every
+    one of them: each request would open a new connection.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
