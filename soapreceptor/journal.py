@@ -799,12 +799,17 @@ class Journal:
 
     def counts(self) -> dict[str, int]:
         """How many events are in each state (those of messages not yet queued count as pending)."""
-        found = {row[0]: row[1] for row in self._read("SELECT state, COUNT(*) FROM events GROUP BY state")}
-        waiting = self._read(
-            "SELECT TOTAL(event_count) FROM messages INDEXED BY messages_unqueued WHERE events_queued = 0"
+        # One statement, so one snapshot: read in two, a dispatcher queueing a
+        # message's events between them would hide them from both counts
+        # (no longer unqueued, not yet seen in the events table).
+        rows = self._read(
+            "SELECT state, COUNT(*) FROM events GROUP BY state UNION ALL"
+            " SELECT 'unqueued', TOTAL(event_count) FROM messages INDEXED BY messages_unqueued"
+            " WHERE events_queued = 0"
         )
-        found["pending"] = found.get("pending", 0) + int(waiting[0][0])
-        return {state: int(found.get(state, 0)) for state in STATES}
+        found = {str(row[0]): int(row[1]) for row in rows}
+        found["pending"] = found.get("pending", 0) + found.pop("unqueued", 0)
+        return {state: found.get(state, 0) for state in STATES}
 
     def redeliver(self, event_ids: Iterable[int], now: float | None = None) -> list[int]:
         """Put delivered or dead events back in line; returns the ids that were (not those still pending).

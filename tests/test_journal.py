@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import sqlite3
+from collections.abc import Sequence
 from contextlib import closing
 from pathlib import Path
 
@@ -241,6 +242,24 @@ def test_messages_queued_by_another_process_meanwhile_are_queued_once(tmp_path: 
     assert [c.event.assignment_id for c in claimed] == ["M0", "M1", "M2", "M3"]
     assert query(path, "SELECT COUNT(*), COUNT(DISTINCT assignment_id) FROM events") == (4, 4)
     assert dispatcher.counts() == {"pending": 4, "delivered": 0, "dead": 0, "duplicate": 0}
+
+
+def test_counts_are_one_snapshot_while_a_dispatcher_queues(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The pytest plugin's wait_for_delivery trusts pending=0 to mean nothing is
+    # left to deliver: a dispatcher queueing events between two reads of one
+    # count must not make them vanish from it. Here it queues right after each read.
+    path = tmp_path / "journal.db"
+    counter, dispatcher = Journal(path).open(), Journal(path).open()
+    counter.append_many([(*message("M0", "M1"), T0)])
+    read = counter._read
+
+    def read_then_queue(sql: str, parameters: Sequence[object] = ()) -> list[sqlite3.Row]:
+        rows = read(sql, parameters)
+        dispatcher.queue_events()
+        return rows
+
+    monkeypatch.setattr(counter, "_read", read_then_queue)
+    assert counter.counts() == {"pending": 2, "delivered": 0, "dead": 0, "duplicate": 0}
 
 
 def test_a_batch_claims_only_new_events_of_messages_with_duplicates(journal: Journal) -> None:
