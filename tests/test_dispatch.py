@@ -9,12 +9,13 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from soapreceptor import Event, wire
+from soapreceptor import Event, dispatch, wire
 from soapreceptor.dispatch import (
     DEFAULT_SCHEDULE,
     Dispatcher,
@@ -23,7 +24,7 @@ from soapreceptor.dispatch import (
     owner_prefix,
     parse_schedule,
 )
-from soapreceptor.journal import Arrival, Journal
+from soapreceptor.journal import Arrival, Journal, StoredEvent
 from tests.support import ACCEPTED_EVENT, DEADLINE, REPO, amazon_envelope, wait_for
 
 
@@ -217,3 +218,58 @@ def test_claims_of_dispatchers_that_no_longer_run_are_freed_at_start(journal: Jo
     assert journal.claim("new", lease=60) is not None  # the fourth, never claimed
     assert journal.claim("new", lease=60) is not None  # the fifth
     assert journal.claim("new", lease=60) is None  # the live and the other host's claims stand
+
+
+def test_a_dispatcher_that_met_the_workers_leaves_them_the_journal_as_long_as_it_held_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The receptor's answers wait for the journal while a dispatcher's batch
+    # holds it: after a batch that found other writers, the dispatcher pauses
+    # as long as it held the journal, within [YIELD_AT_LEAST, YIELD_WHEN_BUSY];
+    # after one that found none, it does not pause.
+    journal = Journal(tmp_path / "journal.db").open()
+    body = amazon_envelope(events=[{**ACCEPTED_EVENT, "AssignmentId": f"A{i}"} for i in range(10)])
+    journal.record(wire.parse_notify(body), Arrival(body), now=1_000_000_000.0)
+    # What each batch's transaction found (other writers?) and how long it held the journal.
+    found = iter([(True, 0.0001), (True, 0.004), (True, 0.5), (False, 0.004)])
+    claim_batch = journal.claim_batch
+
+    def claim_and_report(*args: object, **kwargs: object) -> tuple[list[int], list[StoredEvent]]:
+        claimed = claim_batch(*args, **kwargs)  # type: ignore[arg-type]
+        journal.contended, journal.held = next(found)
+        return claimed
+
+    monkeypatch.setattr(journal, "claim_batch", claim_and_report)
+    pauses: list[float] = []
+    monkeypatch.setattr(time, "sleep", pauses.append)
+    seen: list[Event] = []
+    # Batches of 1, 2, 4 and then 3 of 8 (the last one short: the dispatcher has caught up).
+    Dispatcher(journal, seen.append, idle_wait=0.123).run(lambda: len(seen) < 10)
+    assert len(seen) == 10
+    assert pauses == [dispatch.YIELD_AT_LEAST, 0.004, dispatch.YIELD_WHEN_BUSY, dispatch.GATHER]
+
+
+def test_a_write_that_waited_for_another_writer_says_so_and_how_long_it_held_the_journal(tmp_path: Path) -> None:
+    # What the dispatcher's pause is worked out from (see the test above).
+    path = tmp_path / "journal.db"
+    writer, other = Journal(path).open(), Journal(path).open()
+    writer.check_writable()
+    assert not writer.contended
+    taken = threading.Event()
+
+    def hold_the_journal() -> None:
+        with other._writer_lock():
+            taken.set()
+            time.sleep(0.2)
+
+    holder = threading.Thread(target=hold_the_journal)
+    holder.start()
+    try:
+        assert taken.wait(DEADLINE)
+        with writer._write() as conn:  # waits for the holder
+            time.sleep(0.05)
+            conn.execute("SELECT 1")
+    finally:
+        holder.join(DEADLINE)
+    assert writer.contended
+    assert 0.05 <= writer.held < DEADLINE
