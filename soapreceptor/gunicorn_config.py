@@ -27,6 +27,12 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     _metrics_dir = tempfile.mkdtemp(prefix="soapreceptor-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
 
+# Requests gunicorn refuses before the application sees them (over its limits
+# below, not HTTP at all) get a SOAP fault, not gunicorn's HTML page.
+from soapreceptor import http_faults  # noqa: E402 (after PROMETHEUS_MULTIPROC_DIR is set)
+
+http_faults.install()
+
 # Where to listen (SOAPRECEPTOR_BIND): host:port, or unix:/path for a proxy.
 bind = [os.environ.get("SOAPRECEPTOR_BIND", "").strip() or "127.0.0.1:8080"]
 

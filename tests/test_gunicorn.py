@@ -9,17 +9,19 @@ order the events were journaled.
 from __future__ import annotations
 
 import datetime as dt
+import socket
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import zeep
 from lxml import etree
 
-from soapreceptor import sign
+from soapreceptor import http_faults, sign
 from soapreceptor.journal import Journal
 from soapreceptor.sender import EventSpec, Sender
 from soapreceptor.timestamps import format_timestamp
@@ -505,3 +507,58 @@ def test_wrong_path_or_method_gets_a_soap_fault(server: Server, method: str, pat
     if status == 405:
         assert answer.headers["allow"] == "POST, GET"
     assert server.events() == []
+
+
+def raw_exchange(url: str, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send ``request`` as it is on a new connection; the status, headers and body of the answer."""
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 80), timeout=support.DEADLINE) as sock:
+        sock.sendall(request)
+        received = b""
+        while chunk := sock.recv(65536):  # gunicorn closes the connection after a refusal
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in header_lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "says"),
+    [
+        pytest.param(
+            b"POST / HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * 9000 + b"\r\n\r\n",
+            431,
+            "limit request headers fields size",
+            id="header-over-limit",
+        ),
+        pytest.param(
+            b"POST /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414, "Request Line is too large", id="long-line"
+        ),
+        pytest.param(b"NOT HTTP AT ALL\r\n\r\n", 400, "Invalid Request Line", id="not-http"),
+    ],
+)
+def test_requests_gunicorn_refuses_itself_get_a_soap_fault_that_says_why(
+    server: Server, request_bytes: bytes, status: int, says: str
+) -> None:
+    """Refused before the application runs, and still a Client fault with gunicorn's reason, not an HTML page."""
+    answered, headers, body = raw_exchange(server.url, request_bytes)
+
+    assert answered == status
+    assert headers["content-type"] == "text/xml; charset=utf-8"
+    assert int(headers["content-length"]) == len(body)
+    faultcode, faultstring = fault_of(Answer(answered, headers, body))
+    assert faultcode == "Client"
+    assert f"refused before it reached the SOAP service ({status} " in faultstring
+    assert says in faultstring
+    assert server.events() == []
+
+
+def test_a_refusal_that_is_the_receptors_fault_is_a_server_fault() -> None:
+    # gunicorn answers 500 with no message when reading a request raised something unexpected.
+    fault = http_faults.fault_for(500, "Internal Server Error", "")
+    assert fault.faultcode == "Server"
+    assert fault.faultstring == (
+        "the receptor's HTTP server failed to read the request (500 Internal Server Error); its log says why"
+    )
+    assert http_faults.fault_for(501, "Not Implemented", "unsupported transfer coding: 'gzip'").faultcode == "Server"
