@@ -49,6 +49,9 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--worker-class", default="gthread", help="gunicorn worker class of every receptor (gthread)")
     parser.add_argument("--threads", type=int, default=8, help="threads per gthread worker (8, as shipped)")
     parser.add_argument("--inprocess-messages", type=int, default=300, help="messages per in-process sample (300)")
+    parser.add_argument(
+        "--dispatch-events", type=int, default=20000, help="events per sample of the dispatcher alone (20000)"
+    )
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     parser.add_argument("--no-chart", action="store_true", help="skip the PNG (no matplotlib needed)")
     args = parser.parse_args(argv)
@@ -173,16 +176,23 @@ class Bench:
         seconds = inprocess.measure(
             self.scratch / "inprocess", self.args.sizes, self.args.inprocess_messages, self.args.rounds
         )
-        return self.write(seconds)
+        self.log("dispatcher alone")
+        dispatched = inprocess.dispatcher_rate(
+            self.scratch / "dispatcher", self.args.sizes, self.args.dispatch_events, self.args.rounds
+        )
+        return self.write(seconds, dispatched)
 
-    def write(self, seconds: dict[str, dict[int, float]]) -> int:
+    def write(self, seconds: dict[str, dict[int, float]], dispatched: dict[int, float]) -> int:
         out: Path = self.args.out
         out.mkdir(parents=True, exist_ok=True)
-        table = report.rows(self.runs, seconds)
+        table = report.rows(self.runs, seconds, dispatched)
         (out / "results.md").write_text(report.markdown(table, self.runs, self.context()))
-        (out / "runs.json").write_text(
-            json.dumps({"runs": [run.as_dict() for run in self.runs], "inprocess_seconds": seconds}, indent=1) + "\n"
-        )
+        raw = {
+            "runs": [run.as_dict() for run in self.runs],
+            "inprocess_seconds": seconds,
+            "dispatcher_events_per_second": dispatched,
+        }
+        (out / "runs.json").write_text(json.dumps(raw, indent=1) + "\n")
         if not self.args.no_chart:
             report.chart(table, out / "throughput.png")
         print((out / "results.md").read_text())

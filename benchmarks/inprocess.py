@@ -4,12 +4,17 @@ No HTTP and no load generator: each receptor's WSGI callable is called
 directly, one message after another, so the numbers are the receptors' own
 cost per message (soapreceptor's including its fsync'd journal commit, the
 two peers with none). It is what grows with the events per message.
+
+Also soapreceptor's dispatcher alone (:func:`dispatcher_rate`): how fast it
+hands journaled events on when nothing else runs, which is how fast it
+clears a backlog once a burst is over.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import math
 import os
 import statistics
 import time
@@ -95,3 +100,58 @@ def measure(
     return {
         name: {size: statistics.median(values) for size, values in by_size.items()} for name, by_size in samples.items()
     }
+
+
+#: How long one dispatcher sample may take before the run is called broken (a loaded 2-core machine).
+DISPATCH_DEADLINE = 600.0
+
+
+def dispatcher_rate(workdir: Path, sizes: list[int], events: int, rounds: int) -> dict[int, float]:
+    """Events per second soapreceptor's dispatcher hands to a no-op hook, per message size (median of ``rounds``).
+
+    Each sample is a fresh journal holding at least ``events`` events,
+    appended as the receptor's workers append them (not timed), then drained
+    by one dispatcher as the receptor runs it (non-durable commits of its
+    own, batches, progress log, hook time limit), alone on the machine.
+    """
+    from soapreceptor import wire  # noqa: PLC0415 (imported when measured, as in apps())
+    from soapreceptor.journal import Arrival, Journal  # noqa: PLC0415
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    rates: dict[int, list[float]] = {size: [] for size in sizes}
+    for size in sizes:
+        count = math.ceil(events / size)
+        for round_number in range(rounds):
+            path = workdir / f"dispatch-{size}-{round_number}.db"
+            journal = Journal(path).open()
+            received = time.time()
+            messages = [(wire.parse_notify(body), Arrival(body), received) for body in payloads.messages(size, count)]
+            for start in range(0, len(messages), 50):  # as group commits of busy workers would
+                journal.append_many(messages[start : start + 50])
+            journal.close()
+            rates[size].append(size * count / _drain(path, size * count))
+            for leftover in workdir.glob(f"{path.name}*"):
+                leftover.unlink()
+    return {size: statistics.median(values) for size, values in rates.items()}
+
+
+def _drain(path: Path, total: int) -> float:
+    """Seconds one dispatcher takes to hand the ``total`` events journaled at ``path`` to a no-op hook."""
+    from soapreceptor.dispatch import Dispatcher  # noqa: PLC0415
+    from soapreceptor.journal import Journal  # noqa: PLC0415
+
+    handed = 0
+
+    def hook(event: object) -> None:
+        nonlocal handed
+        handed += 1
+
+    deadline = time.monotonic() + DISPATCH_DEADLINE
+    dispatcher = Dispatcher(Journal(path, durable=False), hook, idle_wait=0.001)
+    started = time.perf_counter()
+    dispatcher.run(lambda: handed < total and time.monotonic() < deadline)
+    elapsed = time.perf_counter() - started
+    dispatcher.journal.close()
+    if handed != total:
+        raise RuntimeError(f"the dispatcher handed on {handed} of {total} events in {DISPATCH_DEADLINE:g} s")
+    return elapsed

@@ -31,6 +31,7 @@ def test_the_harness_measures_all_three_receptors(tmp_path: Path) -> None:
             "--rounds=1",
             "--sizes=1,2",
             "--inprocess-messages=5",
+            "--dispatch-events=50",
             f"--out={out}",
         ],
         cwd=REPO,
@@ -53,6 +54,12 @@ def test_the_harness_measures_all_three_receptors(tmp_path: Path) -> None:
     assert all(run["refused"] == 0 and run["errors"] == 0 for run in runs["runs"])
     journaled = [run for run in runs["runs"] if run["receptor"] == "soapreceptor"]
     assert all(run["delivered_rate"] is not None and run["backlog"] >= 0 for run in journaled)
+    # The dispatcher alone: a rate in soapreceptor's rows, none in the peers' (they have no dispatcher).
+    for row in rows:
+        alone = row.split("|")[-2].strip()
+        assert (alone != "-") == row.startswith("| soapreceptor "), row
+    assert set(runs["dispatcher_events_per_second"]) == {"1", "2"}
+    assert all(rate > 0 for rate in runs["dispatcher_events_per_second"].values())
     assert (out / "throughput.png").read_bytes().startswith(b"\x89PNG")
 
 
