@@ -25,7 +25,7 @@ from .hooks import load_hook
 from .journal import STATES, Journal, JournalError, StoredEvent
 from .sender import VERSION_PLACES, EventSpec, Sender
 from .server import serve_command
-from .settings import Settings, signing_secret
+from .settings import Settings, required_signing_secret
 from .signature import DEPRECATED
 from .timestamps import format_timestamp
 from .wsgi import create_app
@@ -289,7 +289,7 @@ def _send(args: argparse.Namespace) -> int:
         raise ConfigError(str(exc)) from None
     secret: str | None = None
     if not (args.unsigned or args.deprecated):
-        secret = _configured_secret(args.secret)
+        secret = required_signing_secret(args.secret, "send")
         if args.wrong_key:
             secret = "not-" + secret  # a key that differs from the receptor's by construction
     sender = Sender(
@@ -313,13 +313,6 @@ def _send(args: argparse.Namespace) -> int:
         return EXIT_UNREACHABLE
     print(f"{len(events)} event(s), version {args.notification_version}: {result}")
     return 0 if result.accepted else EXIT_REFUSED
-
-
-def _configured_secret(explicit: str | None) -> str:
-    secret = signing_secret(explicit)
-    if secret is None:
-        raise ConfigError("no signing key: pass --secret or set SOAPRECEPTOR_SECRET or SOAPRECEPTOR_SECRET_FILE")
-    return secret
 
 
 def _wsdl(args: argparse.Namespace) -> int:

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from . import wire
 from .errors import ConfigError
 from .fixtures import Expectation, Fixture, load
-from .settings import signing_secret
+from .settings import required_signing_secret
 
 
 @dataclass(frozen=True)
@@ -109,12 +109,9 @@ def command(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sy
     secret = None
     if args.resign:
         try:
-            secret = signing_secret(args.secret)
+            secret = required_signing_secret(args.secret, "--resign")
         except ConfigError as exc:
             print(f"soapreceptor: {exc}", file=err)
-            return 2
-        if not secret:
-            print("soapreceptor: --resign needs --secret or SOAPRECEPTOR_SECRET", file=err)
             return 2
     failed = 0
     step = max(1, len(fixtures) // 10)

@@ -135,6 +135,16 @@ def signing_secret(explicit: str | None = None, environ: Mapping[str, str] | Non
     return None
 
 
+def required_signing_secret(explicit: str | None, needed_by: str) -> str:
+    """:func:`signing_secret`, or :class:`ConfigError` saying that ``needed_by`` (a command or option) needs one."""
+    secret = signing_secret(explicit)
+    if secret is None:
+        raise ConfigError(
+            f"{needed_by} needs a signing key: pass --secret or set SOAPRECEPTOR_SECRET or SOAPRECEPTOR_SECRET_FILE"
+        )
+    return secret
+
+
 def read_secret_file(path: Path) -> list[str]:
     """The secrets in ``path``: one per line, blank lines and ``#`` comments skipped."""
     try:

@@ -59,7 +59,7 @@ from .errors import ConfigError, SendError
 from .journal import Journal, JournalError
 from .model import EventType
 from .sender import EventSpec, Sender
-from .settings import signing_secret
+from .settings import required_signing_secret
 from .timestamps import format_timestamp
 
 ID_LENGTH: Final[int] = 30
@@ -532,12 +532,9 @@ def command(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | N
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
     try:
-        secret = signing_secret(args.secret)
+        secret = required_signing_secret(args.secret, "simulate")
     except ConfigError as exc:
         print(f"soapreceptor: {exc}", file=err)
-        return 2
-    if not secret:
-        print("soapreceptor: simulate needs --secret or SOAPRECEPTOR_SECRET", file=err)
         return 2
     planned = plan(args.hits, args.assignments, args.seed, dt.datetime.now(dt.UTC), args.rate, args.duration)
     events = sum(len(message.events) for message in planned)

@@ -127,7 +127,8 @@ def test_send_to_a_closed_port_exits_3_without_a_traceback(closed_port: int, tmp
         pytest.param(
             ("--event", "Ping"),
             {},
-            "soapreceptor: no signing key: pass --secret or set SOAPRECEPTOR_SECRET or SOAPRECEPTOR_SECRET_FILE",
+            "soapreceptor: send needs a signing key: pass --secret or set SOAPRECEPTOR_SECRET"
+            " or SOAPRECEPTOR_SECRET_FILE",
             id="no-secret",
         ),
     ],

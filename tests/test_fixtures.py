@@ -120,7 +120,7 @@ def test_replay_usage_errors() -> None:
     assert run(["--url", "http://127.0.0.1:9/", "/nonexistent.http"])[0] == 2
     code, _, err = run(["--url", "http://127.0.0.1:9/", "--resign", str(FIXTURES)])
     assert code == 2
-    assert "--resign needs --secret" in err
+    assert "--resign needs a signing key: pass --secret" in err
     code, out, _ = run(["--url", "http://127.0.0.1:9/", str(FIXTURES / "amazon-shape" / "2006-05-05.http")])
     assert code == 1
     assert "no answer" in out

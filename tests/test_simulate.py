@@ -237,8 +237,9 @@ def test_the_command_reports_and_checks_the_journal(
 
 def test_the_command_needs_a_secret(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.delenv("SOAPRECEPTOR_SECRET", raising=False)
+    monkeypatch.delenv("SOAPRECEPTOR_SECRET_FILE", raising=False)
     assert simulate.command(_arguments("--url", "http://127.0.0.1:9/")) == 2
-    assert "--secret" in capsys.readouterr().err
+    assert "soapreceptor: simulate needs a signing key: pass --secret" in capsys.readouterr().err
     args = _arguments("--url", "http://x/")
     assert (args.hits, args.assignments, args.rate, args.duration, args.seed) == (10, 3, 20.0, None, 0)
     assert (args.notification_version, args.expect_journal) == ("2006-05-05", None)
