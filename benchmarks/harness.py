@@ -36,6 +36,9 @@ from .report import Run
 WARMUP_SECONDS = 1.0
 #: A paced connection pauses this long between requests (wrk's pause is whole milliseconds).
 PACE_MS = 10
+#: Trial runs that look for the connection count giving the paced rate, and how close to it is close enough.
+PACE_TRIALS = 3
+PACE_TOLERANCE = 0.1
 
 
 def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -106,14 +109,7 @@ class Bench:
         template = load.write_template(self.scratch / f"template-{events}.xml", events)
         pace: dict[str, int] = {"connections": self.args.connections}
         if kind == "paced":
-            # Paced: n connections, each pausing PACE_MS between requests. How many to
-            # open depends on the receptor's latency: a short trial run tells.
-            pace = {"connections": max(1, math.ceil(target * (PACE_MS + 1) / 1000)), "delay_ms": PACE_MS}
-            with self._server(receptor, pace["connections"]) as server:
-                trial = self._load(server, template, WARMUP_SECONDS + 1, **pace)
-            self._discard(server)
-            if trial.rate > 0:
-                pace["connections"] = max(1, round(pace["connections"] * target / trial.rate))
+            pace = {"connections": self._paced_connections(receptor, template, target), "delay_ms": PACE_MS}
         # Each worker takes its share of the connections (see benchmarks/gunicorn_bench.py).
         with self._server(receptor, pace["connections"]) as server:
             warm = self._load(server, template, WARMUP_SECONDS, **pace)
@@ -152,6 +148,26 @@ class Bench:
             raise SystemExit(f"{receptor.name} refused {measured.refused} and failed {measured.errors} requests")
         self.runs.append(run)
         return run
+
+    def _paced_connections(self, receptor: servers.Receptor, template: Path, target: float) -> int:
+        """How many connections, each pausing PACE_MS between requests, offer ``target`` requests a second.
+
+        It depends on the receptor's latency (and on how precisely wrk keeps
+        its pauses): short trial runs tell, each correcting the count by the
+        rate the last one reached, until one comes within PACE_TOLERANCE of
+        the target or the count stops changing. Each trial has a server of its
+        own, whose workers take their share of that trial's connections.
+        """
+        connections = max(1, math.ceil(target * (PACE_MS + 1) / 1000))
+        for _ in range(PACE_TRIALS):
+            with self._server(receptor, connections) as server:
+                trial = self._load(server, template, WARMUP_SECONDS + 1, connections=connections, delay_ms=PACE_MS)
+            self._discard(server)
+            wanted = max(1, round(connections * target / trial.rate)) if trial.rate > 0 else connections
+            if abs(trial.rate - target) <= PACE_TOLERANCE * target or wanted == connections:
+                break
+            connections = wanted
+        return connections
 
     @staticmethod
     def _discard(server: servers.Server) -> None:
