@@ -57,9 +57,7 @@ def _median(values: Sequence[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
-def rows(
-    runs: Sequence[Run], inprocess: dict[str, dict[int, float]], dispatched: dict[int, float] | None = None
-) -> list[Row]:
+def rows(runs: Sequence[Run], inprocess: dict[str, dict[int, float]], dispatched: dict[int, float]) -> list[Row]:
     """One row per (receptor, events per message), in receptor order, medians over the rounds."""
     table = []
     for events in sorted({run.events for run in runs}):
@@ -85,7 +83,7 @@ def rows(
                     inprocess_us=None if seconds is None else seconds * 1e6,
                     backlog=_median(backlogs),
                     delivered_rate=_median(delivered),
-                    dispatcher_rate=(dispatched or {}).get(events) if receptor == SOAPRECEPTOR else None,
+                    dispatcher_rate=dispatched.get(events) if receptor == SOAPRECEPTOR else None,
                 )
             )
     return table

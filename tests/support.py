@@ -7,7 +7,9 @@ import io
 import json
 import os
 import re
+import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -105,6 +107,33 @@ def post(url: str, body: bytes, headers: Mapping[str, str] | None = None, method
         return Answer(response.status, {k.lower(): v for k, v in response.getheaders()}, response.read())
     finally:
         connection.close()
+
+
+def exchange(url: str, data: bytes, half_close: bool = False) -> Answer:
+    """Send raw request bytes and read the answer, stopping early if the receptor answers first.
+
+    A receptor refuses an oversized body without reading it, answers and
+    closes; a client that insisted on sending all of it would see a broken
+    pipe instead of the answer.
+    """
+    host, port = url.removeprefix("http://").rstrip("/").split(":")
+    with socket.create_connection((host, int(port)), timeout=DEADLINE) as sock:
+        try:
+            for start in range(0, len(data), 65536):
+                if select.select([sock], [], [], 0)[0]:
+                    break  # the answer is already here
+                sock.sendall(data[start : start + 65536])
+            if half_close:
+                sock.shutdown(socket.SHUT_WR)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
+    return Answer(int(lines[0].split()[1]), {k.lower(): v for k, v in headers.items()}, body)
 
 
 def wait_for(predicate: Any, what: str, deadline: float = DEADLINE) -> Any:

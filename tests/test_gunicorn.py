@@ -9,13 +9,11 @@ order the events were journaled.
 from __future__ import annotations
 
 import datetime as dt
-import socket
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 import zeep
@@ -509,20 +507,6 @@ def test_wrong_path_or_method_gets_a_soap_fault(server: Server, method: str, pat
     assert server.events() == []
 
 
-def raw_exchange(url: str, request: bytes) -> tuple[int, dict[str, str], bytes]:
-    """Send ``request`` as it is on a new connection; the status, headers and body of the answer."""
-    parts = urlsplit(url)
-    with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 80), timeout=support.DEADLINE) as sock:
-        sock.sendall(request)
-        received = b""
-        while chunk := sock.recv(65536):  # gunicorn closes the connection after a refusal
-            received += chunk
-    head, _, body = received.partition(b"\r\n\r\n")
-    status_line, *header_lines = head.decode("latin-1").split("\r\n")
-    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in header_lines)}
-    return int(status_line.split()[1]), headers, body
-
-
 @pytest.mark.parametrize(
     ("request_bytes", "status", "says"),
     [
@@ -542,12 +526,12 @@ def test_requests_gunicorn_refuses_itself_get_a_soap_fault_that_says_why(
     server: Server, request_bytes: bytes, status: int, says: str
 ) -> None:
     """Refused before the application runs, and still a Client fault with gunicorn's reason, not an HTML page."""
-    answered, headers, body = raw_exchange(server.url, request_bytes)
+    answer = support.exchange(server.url, request_bytes)
 
-    assert answered == status
-    assert headers["content-type"] == "text/xml; charset=utf-8"
-    assert int(headers["content-length"]) == len(body)
-    faultcode, faultstring = fault_of(Answer(answered, headers, body))
+    assert answer.status == status
+    assert answer.headers["content-type"] == "text/xml; charset=utf-8"
+    assert int(answer.headers["content-length"]) == len(answer.body)
+    faultcode, faultstring = fault_of(answer)
     assert faultcode == "Client"
     assert f"refused before it reached the SOAP service ({status} " in faultstring
     assert says in faultstring

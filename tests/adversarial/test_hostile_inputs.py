@@ -4,8 +4,6 @@ and the receptor answers a valid message right after each one."""
 from __future__ import annotations
 
 import datetime as dt
-import select
-import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +14,15 @@ import pytest
 from soapreceptor.journal import Journal
 from soapreceptor.signature import sign
 from soapreceptor.timestamps import format_timestamp
-from tests.support import ACCEPTED_EVENT, AXIS_HEADERS, DEADLINE, KEY_2, Answer, Server, amazon_envelope, post
+from tests.support import (
+    ACCEPTED_EVENT,
+    AXIS_HEADERS,
+    KEY_2,
+    Server,
+    amazon_envelope,
+    exchange,
+    post,
+)
 
 MiB = 1024 * 1024
 NS = "http://requester.mturk.amazonaws.com/doc/2006-05-05"
@@ -169,33 +175,6 @@ def receptor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield server.start()
     finally:
         server.stop()
-
-
-def exchange(url: str, data: bytes, half_close: bool = False) -> Answer:
-    """Send raw request bytes and read the answer, stopping early if the receptor answers first.
-
-    A receptor refuses an oversized body without reading it, answers and
-    closes; a client that insisted on sending all of it would see a broken
-    pipe instead of the answer.
-    """
-    host, port = url.removeprefix("http://").rstrip("/").split(":")
-    with socket.create_connection((host, int(port)), timeout=DEADLINE) as sock:
-        try:
-            for start in range(0, len(data), 65536):
-                if select.select([sock], [], [], 0)[0]:
-                    break  # the answer is already here
-                sock.sendall(data[start : start + 65536])
-            if half_close:
-                sock.shutdown(socket.SHUT_WR)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-        received = b""
-        while chunk := sock.recv(65536):
-            received += chunk
-    head, _, body = received.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
-    return Answer(int(lines[0].split()[1]), {k.lower(): v for k, v in headers.items()}, body)
 
 
 def request_bytes(case: Case) -> bytes:
