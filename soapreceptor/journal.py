@@ -811,6 +811,27 @@ class Journal:
         found["pending"] = found.get("pending", 0) + found.pop("unqueued", 0)
         return {state: found.get(state, 0) for state in STATES}
 
+    def oldest_pending(self) -> float | None:
+        """When the oldest event not yet handed on arrived (``time.time()`` seconds); None if there is none.
+
+        Pending events include those waiting for a retry and those of
+        messages not yet queued, as in :meth:`counts`: how far behind the
+        hook is, whether because the dispatcher cannot keep up or because
+        the hook keeps failing.
+        """
+        # Messages are queued in arrival order, so a pending event in the events
+        # table is always older than any message still unqueued: the first
+        # subquery's answer, when there is one, is the oldest. One statement, one
+        # snapshot (see counts).
+        row = self._read(
+            "SELECT COALESCE("
+            "(SELECT m.received_at FROM events AS e INDEXED BY events_pending JOIN messages AS m"
+            " ON m.id = e.message_id WHERE e.state = 'pending' ORDER BY e.id LIMIT 1),"
+            " (SELECT received_at FROM messages INDEXED BY messages_unqueued WHERE events_queued = 0"
+            " ORDER BY id LIMIT 1))"
+        )[0]
+        return None if row[0] is None else float(row[0])
+
     def redeliver(self, event_ids: Iterable[int], now: float | None = None) -> list[int]:
         """Put delivered or dead events back in line; returns the ids that were (not those still pending).
 

@@ -7,14 +7,16 @@ this module, each process writes its own file there, and a scrape from any
 worker adds them all up. Without that variable (a receptor in a test, a
 single process) the counters live in the process, as usual.
 
-The pending and dead counts are not counters at all: they are read from the
-journal at scrape time, so every worker reports the same, exact numbers.
+The event counts by state, and how long the oldest pending event has waited,
+are not counters at all: they are read from the journal at scrape time, so
+every worker reports the same, exact numbers.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -83,7 +85,7 @@ def get() -> Metrics:
 
 
 class JournalCollector:
-    """Pending and dead event counts, read from the journal when scraped."""
+    """Event counts by state and the oldest pending event's wait, read from the journal when scraped."""
 
     def __init__(self, journal: Journal) -> None:
         self.journal = journal
@@ -95,9 +97,17 @@ class JournalCollector:
         try:
             for state, count in self.journal.counts().items():
                 gauge.add_metric([state], count)
+            oldest = self.journal.oldest_pending()
         except JournalError:
             return  # /readyz says why; a scrape should still show the counters
         yield gauge
+        # 0 when nothing waits, so that one alert rule (say, over 300 for 10 minutes)
+        # catches both a dispatcher that cannot keep up and a hook that keeps failing.
+        yield GaugeMetricFamily(
+            "soapreceptor_oldest_pending_seconds",
+            "how long the oldest event not yet handed on to the hook has been waiting (0: none is)",
+            value=0.0 if oldest is None else max(0.0, time.time() - oldest),
+        )
 
 
 def render(journal: Journal) -> tuple[str, bytes]:

@@ -119,6 +119,38 @@ def test_failed_attempts_wait_for_their_retry_and_then_die(journal: Journal) -> 
     assert (dead.attempts, dead.last_error) == (2, "RuntimeError: still")
 
 
+def test_oldest_pending_is_the_arrival_of_the_oldest_event_not_yet_handed_on(journal: Journal) -> None:
+    assert journal.oldest_pending() is None
+    # Appended, not yet queued: the message's arrival counts.
+    journal.append_many([(*message("A1", "A2"), T0), (*message("B1"), T0 + 10)])
+    assert journal.oldest_pending() == T0
+    first = journal.claim("d", 60, T0 + 20)  # queues both messages' events
+    assert first is not None
+    assert first.event.assignment_id == "A1"
+    assert journal.oldest_pending() == T0  # claimed is not handed on yet
+    assert journal.delivered(first.id, "d", T0 + 21)
+    assert journal.oldest_pending() == T0  # A2 of the same message still waits
+    second = journal.claim("d", 60, T0 + 22)
+    assert second is not None
+    # A failed attempt waiting for its retry is still pending: the hook is behind.
+    assert journal.failed(second.id, "d", "RuntimeError: boom", retry_at=T0 + 300, now=T0 + 23)
+    assert journal.oldest_pending() == T0
+    third = journal.claim("d", 60, T0 + 24)
+    assert third is not None
+    assert third.event.assignment_id == "B1"
+    assert journal.delivered(third.id, "d", T0 + 25)
+    retried = journal.claim("d", 60, T0 + 300)
+    assert retried is not None
+    assert retried.id == second.id
+    assert journal.failed(second.id, "d", "RuntimeError: again", retry_at=None, now=T0 + 301)
+    assert journal.oldest_pending() is None  # delivered or dead: nothing waits
+    # A message whose every event is a duplicate waits only until it is judged.
+    journal.append_many([(*message("B1"), T0 + 400)])
+    assert journal.oldest_pending() == T0 + 400
+    journal.queue_events()
+    assert journal.oldest_pending() is None
+
+
 def test_redeliver(journal: Journal) -> None:
     journal.record(*message("A1", "A2"), T0)
     journal.record(*message("A1"), T0)  # a duplicate of A1

@@ -27,7 +27,7 @@ def get(server: Server, path: str) -> tuple[int, str]:
 def sample(text: str, name: str, **labels: str) -> float:
     """The value of one sample in Prometheus' text format (0 when absent)."""
     label_text = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    pattern = re.escape(name) + (r"\{" + re.escape(label_text) + r"\}" if labels else "") + r" ([0-9.e+]+)$"
+    pattern = re.escape(name) + (r"\{" + re.escape(label_text) + r"\}" if labels else "") + r" ([0-9.e+-]+)$"
     match = re.search(pattern, text, re.MULTILINE)
     return float(match.group(1)) if match else 0.0
 
@@ -53,6 +53,7 @@ def test_metrics_add_up_across_workers(server_factory: Callable[..., Server]) ->
     assert sample(text, "soapreceptor_journal_commit_seconds_count") == 6
     assert sample(text, "soapreceptor_hook_seconds_count") == 6
     assert sample(text, "soapreceptor_events", state="pending") == 0
+    assert re.search(r"^soapreceptor_oldest_pending_seconds 0\.0$", text, re.MULTILINE), "nothing waits: 0"
     # Every worker answers with the same totals: several scrapes, one story.
     for _ in range(4):
         assert sample(get(server, "/metrics")[1], "soapreceptor_messages_received_total") == 10
@@ -67,6 +68,14 @@ def test_readiness(server_factory: Callable[..., Server]) -> None:
     assert status == 503
     assert "no dispatcher has run on this journal yet" in reason
     assert get(alone, "/healthz") == (200, "ok\n")  # alive, just not ready
+    # With no dispatcher, an accepted event waits, and /metrics says for how long.
+    assert post(alone.url, signed("W1")).status == 200
+    first = sample(get(alone, "/metrics")[1], "soapreceptor_oldest_pending_seconds")
+    assert first > 0
+    assert wait_for(
+        lambda: sample(get(alone, "/metrics")[1], "soapreceptor_oldest_pending_seconds") > first + 0.05,
+        "the oldest pending event's wait to grow",
+    )
 
 
 def test_json_log_lines(server_factory: Callable[..., Server]) -> None:
