@@ -57,7 +57,9 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the receptor under gunicorn (settings from SOAPRECEPTOR_*)")
     serve.add_argument("--bind", help="host:port or unix:PATH (default: SOAPRECEPTOR_BIND or 127.0.0.1:8080)")
-    serve.add_argument("--workers", type=int, help="gunicorn worker processes (default: 2 x CPUs + 1)")
+    serve.add_argument(
+        "--workers", type=int, help="gunicorn worker processes (default: SOAPRECEPTOR_WORKERS or one per CPU)"
+    )
     serve.add_argument(
         "--demo", action="store_true", help="also send a short demo HIT life cycle once the server is up"
     )
