@@ -6,7 +6,9 @@ For each message size, in several rounds, each receptor in turn (the order
 rotating from round to round) is started under the same gunicorn settings,
 checked (it must accept a signed message and refuse a forged one), warmed
 up, and loaded with wrk at full speed; then again at half of soapreceptor's
-full-speed rate, for latency. soapreceptor must also hold in its journal every
+full-speed rate, for latency. At one size (``--diagnostic-size``), soapreceptor
+without its dispatcher and without its journal write run at full speed beside
+them, to show where its time goes. soapreceptor must also hold in its journal every
 message it answered 200. Then the in-process pipeline per message size.
 Writes ``results.md``, ``throughput.png`` and ``runs.json`` to ``--out``.
 """
@@ -51,6 +53,13 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers of every receptor (2)")
     parser.add_argument("--worker-class", default="gthread", help="gunicorn worker class of every receptor (gthread)")
     parser.add_argument("--threads", type=int, default=8, help="threads per gthread worker (8, as shipped)")
+    parser.add_argument(
+        "--diagnostic-size",
+        type=int,
+        default=10,
+        help="events per message of the diagnostic runs (soapreceptor without its dispatcher, without its journal)"
+        " measured beside the three at full speed (10; 0: none)",
+    )
     parser.add_argument("--inprocess-messages", type=int, default=300, help="messages per in-process sample (300)")
     parser.add_argument(
         "--dispatch-events", type=int, default=20000, help="events per sample of the dispatcher alone (20000)"
@@ -114,7 +123,9 @@ class Bench:
         with self._server(receptor, pace["connections"]) as server:
             warm = self._load(server, template, WARMUP_SECONDS, **pace)
             before = _delivery(server.journal) if receptor.journaled else None
+            cpu = server.cpu_seconds()
             measured = self._load(server, template, self.args.duration, **pace)
+            cpu = server.cpu_seconds() - cpu
             after = _delivery(server.journal) if receptor.journaled else None
             rss = server.peak_rss_kib()
         backlog = delivered_rate = None
@@ -138,10 +149,12 @@ class Bench:
             refused=measured.refused,
             backlog=backlog,
             delivered_rate=delivered_rate,
+            cpu_us=cpu / measured.requests * 1e6 if measured.requests else None,
         )
         self.log(
             f"  {kind:5} {receptor.name:13} {events:3d} events/msg: {run.rate:8.0f} msg/s  "
             f"p50 {run.p50_ms:6.1f} ms  p99 {run.p99_ms:7.1f} ms  rss {rss / 1024:5.1f} MiB"
+            + (f"  cpu {run.cpu_us:5.0f} µs/msg" if run.cpu_us is not None else "")
             + (f"  delivered {delivered_rate:,.0f} events/s, backlog {backlog}" if delivered_rate is not None else "")
         )
         if measured.refused or measured.errors:
@@ -179,8 +192,11 @@ class Bench:
     def run(self) -> int:
         for events in self.args.sizes:
             self.log(f"{events} event(s) per message")
+            compared = servers.RECEPTORS
+            if events == self.args.diagnostic_size:
+                compared += servers.DIAGNOSTICS
             for number in range(self.args.rounds):
-                for receptor in _rotated(servers.RECEPTORS, number):
+                for receptor in _rotated(compared, number):
                     self.measure(receptor, events, number, "peak")
             peak = statistics.median(
                 r.rate for r in self.runs if (r.receptor, r.events, r.kind) == (report.SOAPRECEPTOR, events, "peak")

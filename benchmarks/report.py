@@ -10,6 +10,8 @@ from typing import Any
 
 SOAPRECEPTOR, NAIVE, BARE = "soapreceptor", "naive spyne", "bare limit"
 RECEPTOR_ORDER = (SOAPRECEPTOR, NAIVE, BARE)
+NO_DISPATCHER, NO_JOURNAL = "soapreceptor without dispatcher", "soapreceptor without journal"
+DIAGNOSTIC_ORDER = (SOAPRECEPTOR, NO_DISPATCHER, NO_JOURNAL, NAIVE, BARE)
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,7 @@ class Run:
     refused: int
     backlog: int | None = None  # soapreceptor: events not yet handed on when the load stopped
     delivered_rate: float | None = None  # soapreceptor: events handed to the hook per second during the run
+    cpu_us: float | None = None  # CPU time of all the server's processes per message answered during the run
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -46,6 +49,7 @@ class Row:
     paced_p50_ms: float | None
     paced_p99_ms: float | None
     peak_rss_mib: float
+    cpu_us: float | None
     inprocess_us: float | None
     backlog: float | None
     delivered_rate: float | None
@@ -80,6 +84,7 @@ def rows(runs: Sequence[Run], inprocess: dict[str, dict[int, float]], dispatched
                     paced_p50_ms=_median([r.p50_ms for r in paced]),
                     paced_p99_ms=_median([r.p99_ms for r in paced]),
                     peak_rss_mib=max(r.peak_rss_kib for r in [*peak, *paced]) / 1024,
+                    cpu_us=_median([r.cpu_us for r in peak if r.cpu_us is not None]),
                     inprocess_us=None if seconds is None else seconds * 1e6,
                     backlog=_median(backlogs),
                     delivered_rate=_median(delivered),
@@ -89,8 +94,8 @@ def rows(runs: Sequence[Run], inprocess: dict[str, dict[int, float]], dispatched
     return table
 
 
-def ratios(runs: Sequence[Run], peer: str) -> dict[int, float]:
-    """soapreceptor's full-speed throughput over ``peer``'s, per message size: the median of the per-round ratios.
+def ratios(runs: Sequence[Run], peer: str, subject: str = SOAPRECEPTOR) -> dict[int, float]:
+    """``subject``'s full-speed throughput over ``peer``'s, per message size: the median of the per-round ratios.
 
     Each round ran the receptors one after the other, so a ratio compares
     runs made within a minute of each other on the same machine.
@@ -100,8 +105,8 @@ def ratios(runs: Sequence[Run], peer: str) -> dict[int, float]:
         per_round = []
         for number in sorted({run.round for run in runs}):
             peak = {r.receptor: r.rate for r in runs if (r.events, r.round, r.kind) == (events, number, "peak")}
-            if peak.get(SOAPRECEPTOR) and peak.get(peer):
-                per_round.append(peak[SOAPRECEPTOR] / peak[peer])
+            if peak.get(subject) and peak.get(peer):
+                per_round.append(peak[subject] / peak[peer])
         if per_round:
             found[events] = statistics.median(per_round)
     return found
@@ -129,24 +134,28 @@ def markdown(table: Sequence[Row], runs: Sequence[Run], context: dict[str, str])
         "each pausing 10 ms between requests, as many as up to three 2 s trial runs show the rate needs",
         "(within 10 %; the rate reached is in the table).",
         "Latency is wrk's, from sending a request to the end of its answer. RSS is the largest peak resident",
-        "set (VmHWM) of any gunicorn worker. In-process: one message after another through the receptor's WSGI",
-        "callable, no HTTP (soapreceptor's includes its fsync'd journal commit). Delivered: events soapreceptor's",
+        "set (VmHWM) of any gunicorn worker. CPU: user and system time of all the receptor's processes",
+        "(gunicorn's master and workers, soapreceptor's dispatcher) during the full-speed run, per message",
+        "answered; wrk's own and the kernel's work for loopback traffic charged to wrk are not in it.",
+        "In-process: one message after another through the receptor's WSGI callable, no HTTP (soapreceptor's",
+        "includes its fsync'd journal commit). Delivered: events soapreceptor's",
         "dispatcher handed to the (no-op) hook per second during the full-speed run, beside the events/s it",
         "accepted. Backlog: events journaled but not yet handed on when the load stopped; the dispatcher then",
         "delivers them. Dispatcher alone: events per second soapreceptor's dispatcher hands to the (no-op) hook",
         "with nothing else running, from a journal already holding them: how fast a backlog clears.",
         "",
         "| receptor | events/msg | msg/s | events/s | p50 ms | p99 ms | paced msg/s | paced p50 ms "
-        "| paced p99 ms | RSS MiB | in-process µs/msg | delivered events/s | backlog | dispatcher alone events/s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| paced p99 ms | RSS MiB | CPU µs/msg | in-process µs/msg | delivered events/s | backlog "
+        "| dispatcher alone events/s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in table:
         lines.append(
             f"| {row.receptor} | {row.events} | {_number(row.rate)} | {_number(row.rate * row.events)} "
             f"| {_number(row.p50_ms, 1)} | {_number(row.p99_ms, 1)} | {_number(row.paced_rate)} "
             f"| {_number(row.paced_p50_ms, 1)} | {_number(row.paced_p99_ms, 1)} | {_number(row.peak_rss_mib, 1)} "
-            f"| {_number(row.inprocess_us)} | {_number(row.delivered_rate)} | {_number(row.backlog)} "
-            f"| {_number(row.dispatcher_rate)} |"
+            f"| {_number(row.cpu_us)} | {_number(row.inprocess_us)} | {_number(row.delivered_rate)} "
+            f"| {_number(row.backlog)} | {_number(row.dispatcher_rate)} |"
         )
     lines += [
         "",
@@ -159,8 +168,43 @@ def markdown(table: Sequence[Row], runs: Sequence[Run], context: dict[str, str])
         lines.append(f"| {events} | {_number(naive.get(events), 2)} | {_number(bare.get(events), 2)} |")
     lines += ["", "## Targets (issue 8, 10-event messages)", ""]
     lines += _targets(table, naive, bare)
+    lines += _diagnosis(runs)
     lines.append("")
     return "\n".join(lines)
+
+
+def _diagnosis(runs: Sequence[Run]) -> list[str]:
+    """The diagnostic runs' section: soapreceptor with its dispatcher, then its journal write, taken away."""
+    sizes = sorted({run.events for run in runs if run.receptor == NO_JOURNAL})
+    if not sizes:
+        return []
+    events = sizes[0]
+    lines = [
+        "",
+        f"## Where soapreceptor's time goes ({events}-event messages, full speed)",
+        "",
+        "Diagnostic runs, in the same rounds as the three above: soapreceptor without its embedded dispatcher",
+        "(the journal write as shipped, nothing else competing for the CPUs), and also without its journal write",
+        "(benchmarks/no_journal.py: the shipped Notify path, with the durable commit left out; it keeps nothing,",
+        "so it is never a receptor to run). Ratios are of each row's throughput over the column's, median of the",
+        "per-round ratios.",
+        "",
+        "| receptor | msg/s | p99 ms | CPU µs/msg | / soapreceptor | / naive spyne | / bare limit |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name in DIAGNOSTIC_ORDER:
+        peak = [r for r in runs if (r.receptor, r.events, r.kind) == (name, events, "peak")]
+        if not peak:
+            continue
+        over = [ratios(runs, peer, subject=name).get(events) if peer != name else None for peer in RECEPTOR_ORDER]
+        lines.append(
+            f"| {name} | {_number(statistics.median(r.rate for r in peak))} "
+            f"| {_number(statistics.median(r.p99_ms for r in peak), 1)} "
+            f"| {_number(_median([r.cpu_us for r in peak if r.cpu_us is not None]))} "
+            + "".join(f"| {_number(ratio, 2)} " for ratio in over)
+            + "|"
+        )
+    return lines
 
 
 def _targets(table: Sequence[Row], naive: dict[int, float], bare: dict[int, float]) -> list[str]:

@@ -48,6 +48,19 @@ RECEPTORS: tuple[Receptor, ...] = (
     Receptor("bare limit", "benchmarks.bare:application", {"SOAPRECEPTOR_DISPATCHER": "off"}),
 )
 
+#: soapreceptor with one part taken away, measured beside the three to show where its time goes.
+DIAGNOSTICS: tuple[Receptor, ...] = (
+    # Its workers alone: the journal write as shipped, no dispatcher competing for the CPUs.
+    Receptor(
+        "soapreceptor without dispatcher",
+        "soapreceptor.wsgi:application",
+        {"SOAPRECEPTOR_DISPATCHER": "off"},
+        journaled=True,
+    ),
+    # Nor the journal write: everything else on the Notify path (benchmarks/no_journal.py).
+    Receptor("soapreceptor without journal", "benchmarks.no_journal:application", {"SOAPRECEPTOR_DISPATCHER": "off"}),
+)
+
 
 class ServerError(RuntimeError):
     """A receptor did not start, or did not behave as a receptor must."""
@@ -171,15 +184,21 @@ class Server:
 
     def children(self) -> list[int]:
         assert self.process is not None
-        try:
-            text = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text()
-        except OSError:
-            return []
-        return [int(pid) for pid in text.split()]
+        return _children(self.process.pid)
 
     def worker_pids(self) -> list[int]:
         """The gunicorn workers (not the embedded dispatcher, which is also the master's child)."""
         return [pid for pid in self.children() if b"dispatch" not in _cmdline(pid)]
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user and system) used so far by the server's live processes: master, workers, dispatcher."""
+        assert self.process is not None
+        found, todo = 0.0, [self.process.pid]
+        while todo:
+            pid = todo.pop()
+            found += _cpu_seconds(pid)
+            todo += _children(pid)
+        return found
 
     def peak_rss_kib(self) -> int:
         """The largest peak resident set (VmHWM) among the workers."""
@@ -200,6 +219,23 @@ class Server:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _cpu_seconds(pid: int) -> float:
+    """utime + stime of every thread of ``pid`` (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    # Fields 14 and 15 of proc(5) (counted from 1, the two before ")" included): in clock ticks.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _cmdline(pid: int) -> bytes:

@@ -3,7 +3,8 @@
 No speed is asserted here (speed claims come from ``make bench`` only): the
 test checks that the harness starts the three receptors under gunicorn, loads
 them with wrk, measures them in process, and writes the table, the ratios and
-the chart.
+the chart; and the diagnostic runs (soapreceptor without its dispatcher,
+without its journal write) beside them at one size.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ def test_the_harness_measures_all_three_receptors(tmp_path: Path) -> None:
             "--duration=1",
             "--rounds=1",
             "--sizes=1,2",
+            "--diagnostic-size=2",
             "--inprocess-messages=5",
             "--dispatch-events=50",
             f"--out={out}",
@@ -41,7 +43,7 @@ def test_the_harness_measures_all_three_receptors(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    table = (out / "results.md").read_text()
+    table, _, diagnosis = (out / "results.md").read_text().partition("## Where soapreceptor's time goes")
     rows = [line for line in table.splitlines() if re.match(r"\| (soapreceptor|naive spyne|bare limit) \| \d", line)]
     assert [row.split("|")[1].strip() for row in rows] == ["soapreceptor", "naive spyne", "bare limit"] * 2
     for row in rows:
@@ -49,8 +51,18 @@ def test_the_harness_measures_all_three_receptors(tmp_path: Path) -> None:
         assert float(cells[2].replace(",", "")) > 0, f"no throughput measured: {row}"
     assert re.search(r"\| 2 \| [\d.]+ \| [\d.]+ \|", table), "the ratios for 2-event messages are missing"
     runs = json.loads((out / "runs.json").read_text())
-    assert {run["receptor"] for run in runs["runs"]} == {"soapreceptor", "naive spyne", "bare limit"}
+    main = {"soapreceptor", "naive spyne", "bare limit"}
+    diagnostic = {"soapreceptor without dispatcher", "soapreceptor without journal"}
+    assert {run["receptor"] for run in runs["runs"]} == main | diagnostic
     assert {run["kind"] for run in runs["runs"]} == {"peak", "paced"}
+    # The diagnostic runs: at full speed, at the one size asked for, each in its own row of their section.
+    assert {(run["events"], run["kind"]) for run in runs["runs"] if run["receptor"] in diagnostic} == {(2, "peak")}
+    assert diagnosis.startswith(" (2-event messages"), diagnosis[:80]
+    found = [line for line in diagnosis.splitlines() if re.match(r"\| [a-z].* \| [\d,]+ \|", line)]
+    named = [line.split("|")[1].strip() for line in found]
+    assert named == ["soapreceptor", *sorted(diagnostic), "naive spyne", "bare limit"]
+    # Every run's server CPU per message was read from /proc (the master, workers and dispatcher).
+    assert all(run["cpu_us"] > 0 for run in runs["runs"]), [run["cpu_us"] for run in runs["runs"]]
     assert all(run["refused"] == 0 and run["errors"] == 0 for run in runs["runs"])
     journaled = [run for run in runs["runs"] if run["receptor"] == "soapreceptor"]
     assert all(run["delivered_rate"] is not None and run["backlog"] >= 0 for run in journaled)
