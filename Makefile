@@ -51,7 +51,7 @@ fuzz: $(STAMP)
 	$(BIN)/python -m pip install --quiet atheris
 	$(BIN)/python tests/fuzz/fuzz_wire.py -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 .fuzz/corpus
 
-# Not part of `make test`: about 11 minutes on 2 cores; results in benchmarks/results/.
+# Not part of `make test`: about 16 minutes on 2 cores; results in benchmarks/results/.
 # Needs wrk (apt-get install wrk). E.g. BENCH_ARGS="--rounds 5 --duration 10".
 BENCH_ARGS ?=
 bench: $(STAMP)
