@@ -61,11 +61,16 @@ def _median(values: Sequence[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
-def rows(runs: Sequence[Run], inprocess: dict[str, dict[int, float]], dispatched: dict[int, float]) -> list[Row]:
-    """One row per (receptor, events per message), in receptor order, medians over the rounds."""
+def rows(
+    runs: Sequence[Run],
+    inprocess: dict[str, dict[int, float]],
+    dispatched: dict[int, float],
+    order: Sequence[str] = RECEPTOR_ORDER,
+) -> list[Row]:
+    """One row per (receptor, events per message), in ``order``, medians over the rounds."""
     table = []
     for events in sorted({run.events for run in runs}):
-        for receptor in RECEPTOR_ORDER:
+        for receptor in order:
             peak = [r for r in runs if (r.receptor, r.events, r.kind) == (receptor, events, "peak")]
             paced = [r for r in runs if (r.receptor, r.events, r.kind) == (receptor, events, "paced")]
             if not peak:
@@ -192,16 +197,14 @@ def _diagnosis(runs: Sequence[Run]) -> list[str]:
         "| receptor | msg/s | p99 ms | CPU µs/msg | / soapreceptor | / naive spyne | / bare limit |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for name in DIAGNOSTIC_ORDER:
-        peak = [r for r in runs if (r.receptor, r.events, r.kind) == (name, events, "peak")]
-        if not peak:
-            continue
-        over = [ratios(runs, peer, subject=name).get(events) if peer != name else None for peer in RECEPTOR_ORDER]
+    for row in rows([run for run in runs if run.events == events], {}, {}, order=DIAGNOSTIC_ORDER):
+        over = [
+            "-" if peer == row.receptor else _number(ratios(runs, peer, subject=row.receptor).get(events), 2)
+            for peer in RECEPTOR_ORDER
+        ]
         lines.append(
-            f"| {name} | {_number(statistics.median(r.rate for r in peak))} "
-            f"| {_number(statistics.median(r.p99_ms for r in peak), 1)} "
-            f"| {_number(_median([r.cpu_us for r in peak if r.cpu_us is not None]))} "
-            + "".join(f"| {_number(ratio, 2)} " for ratio in over)
+            f"| {row.receptor} | {_number(row.rate)} | {_number(row.p99_ms, 1)} | {_number(row.cpu_us)} "
+            + "".join(f"| {cell} " for cell in over)
             + "|"
         )
     return lines
