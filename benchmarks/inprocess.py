@@ -16,6 +16,7 @@ import io
 import logging
 import math
 import os
+import shutil
 import statistics
 import time
 from collections.abc import Callable, Iterable
@@ -131,7 +132,10 @@ def dispatcher_rate(workdir: Path, sizes: list[int], events: int, rounds: int) -
             journal.close()
             rates[size].append(size * count / _drain(path, size * count))
             for leftover in workdir.glob(f"{path.name}*"):
-                leftover.unlink()
+                if leftover.is_dir():
+                    shutil.rmtree(leftover)  # the spool
+                else:
+                    leftover.unlink()
     return {size: statistics.median(values) for size, values in rates.items()}
 
 

@@ -1,7 +1,8 @@
 """Group commit: the messages that arrive while one commit is being synced share the next one.
 
 Every accepted message must be on disk before its answer goes out, and an
-fsync costs the same for one message as for fifty. When a worker serves
+fsync costs the same for one message as for fifty (each worker process syncs
+a spool segment of its own: :mod:`soapreceptor.spool`). When a worker serves
 several requests at once (gunicorn's threaded workers), the request that
 finds no commit in progress leads: it writes whatever has queued up, its own
 message included, in one transaction, and wakes the others with their
@@ -30,7 +31,7 @@ class _Pending:
     now: float
     ready: threading.Event = field(default_factory=threading.Event)
     lead: bool = False
-    result: int | None = None  # the message id
+    done: bool = False
     error: JournalError | None = None
 
 
@@ -43,8 +44,8 @@ class GroupCommit:
         self._queue: list[_Pending] = []
         self._leading = False
 
-    def append(self, notification: Notification, arrival: Arrival, now: float) -> int:
-        """Store ``notification`` durably (see :meth:`Journal.append_many`); its message id once its commit returned."""
+    def append(self, notification: Notification, arrival: Arrival, now: float) -> None:
+        """Store ``notification`` durably (see :meth:`Journal.append_many`): returns once its commit has."""
         pending = _Pending(notification, arrival, now)
         with self._lock:
             self._queue.append(pending)
@@ -57,8 +58,8 @@ class GroupCommit:
             else:
                 pending.ready.wait()
                 pending.ready.clear()
-            if pending.result is not None:
-                return pending.result
+            if pending.done:
+                return
             if pending.error is not None:
                 raise pending.error
 
@@ -71,7 +72,7 @@ class GroupCommit:
             # Not the journal refusing (that is handled below) but a bug or an
             # interruption: no one in the batch may wait for ever.
             for waiting in batch:
-                if waiting.result is None and waiting.error is None:
+                if not waiting.done and waiting.error is None:
                     waiting.error = JournalError("the journal write was interrupted; see the log")
             raise
         finally:
@@ -88,7 +89,7 @@ class GroupCommit:
 
     def _commit(self, batch: list[_Pending]) -> None:
         try:
-            appended = self.journal.append_many([(p.notification, p.arrival, p.now) for p in batch])
+            self.journal.append_many([(p.notification, p.arrival, p.now) for p in batch])
         except JournalError as exc:
             if len(batch) == 1:
                 batch[0].error = exc
@@ -96,5 +97,5 @@ class GroupCommit:
             for one in batch:
                 self._commit([one])
             return
-        for done, result in zip(batch, appended, strict=True):
-            done.result = result
+        for done in batch:
+            done.done = True

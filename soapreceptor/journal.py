@@ -2,15 +2,25 @@
 
 MTurk sends each notification once and never retries, so once the receptor
 has answered 200 the journal holds the only copy of those events. It is an
-SQLite file shared by every gunicorn worker and every dispatcher on the host.
+SQLite file shared by every gunicorn worker and every dispatcher on the host,
+with a spool beside it (``<journal>-spool/``, :mod:`soapreceptor.spool`).
+
+The answer path (:meth:`Journal.append_many`): a worker appends the message
+to a spool segment of its own and syncs it before answering; messages that
+arrive while a sync is under way share the next one (:mod:`soapreceptor.group_commit`).
+No worker waits for another writer: SQLite lets one writer in at a time, and
+when the workers committed there each answer waited for the other workers'
+commits and for the dispatcher's. The dispatcher (or any reader) then moves
+spooled messages into SQLite (:meth:`Journal.ingest`), in arrival order and
+exactly once, and queues their events (:meth:`Journal.queue_events`).
 
 Durability: WAL mode with ``synchronous=FULL``. In WAL mode ``FULL`` syncs the
 write-ahead log at every commit, so a transaction that has committed survives
 a crash of the process *and* a power loss; ``NORMAL`` (the usual WAL setting)
 may lose the last commits on power loss, which here would be events already
-answered 200. One fsync per commit is the price; the receptor pays it once
-for all the messages that arrive while the previous commit is being synced
-(:meth:`Journal.record_many`, used by :mod:`soapreceptor.group_commit`).
+answered 200. An ingest commits that way whoever makes it, and only then is a
+segment taken whole deleted: a message is always on disk in one place or the
+other.
 
 The dispatcher's own writes (claims and outcomes) need no fsync of their
 own (``durable=False``): losing the last of them to a power cut only means
@@ -30,7 +40,9 @@ import contextlib
 import datetime as dt
 import fcntl
 import hashlib
+import heapq
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -45,6 +57,9 @@ from typing import Final
 from . import progress
 from .errors import SoapreceptorError
 from .model import Event, Notification
+from .spool import Record, Segment, Spool, SpoolError
+
+_logger = logging.getLogger("soapreceptor.journal")
 
 STATES: Final[tuple[str, ...]] = ("pending", "delivered", "dead", "duplicate")
 
@@ -88,6 +103,12 @@ CREATE TABLE IF NOT EXISTS events (
     lease_expires   REAL,
     last_error      TEXT,
     updated_at      REAL    NOT NULL
+);
+
+-- How far into each spool segment the journal has taken its records (Journal.ingest).
+CREATE TABLE IF NOT EXISTS spool_segments (
+    name            TEXT    PRIMARY KEY,
+    offset          INTEGER NOT NULL
 );
 
 -- Each dispatcher says it is alive here every few seconds (for /readyz).
@@ -222,6 +243,10 @@ class Journal:
         self.path = Path(path)
         self.busy_timeout = busy_timeout
         self.durable = durable
+        #: Where the receptor's workers store accepted messages first (see :mod:`soapreceptor.spool`).
+        self.spool = Spool(f"{self.path}-spool")
+        #: Each segment's offset as this process last ingested it: nothing new, no need to take the journal.
+        self._ingested: dict[str, int] = {}
         self._local = threading.local()
         # Every connection this object opened, with the process that opened it:
         # closed with the journal, but only in that process (a connection
@@ -290,17 +315,24 @@ class Journal:
         return self
 
     def close(self) -> None:
-        """Close the connections this process opened; the journal reopens on next use."""
+        """Close the connections this process opened, and leave its spool segment; the journal reopens on next use."""
+        self.spool.close()
         _close_own(self._opened, self._opened_fds)
         self._local.conn = None
         self._lock_owner = 0
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction taken at once (BEGIN IMMEDIATE), after the journal's writer lock."""
+    def _write(self, *, synced: bool = False) -> Iterator[sqlite3.Connection]:
+        """A write transaction taken at once (BEGIN IMMEDIATE), after the journal's writer lock.
+
+        ``synced``: the commit is durable even on a journal opened with ``durable=False``.
+        """
         conn = self._connection()
+        lowered = synced and not self.durable
         with self._writer_lock():
             try:
+                if lowered:
+                    conn.execute("PRAGMA synchronous = FULL")
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     yield conn
@@ -312,6 +344,10 @@ class Journal:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise JournalError(f"the journal {self.path} could not commit: {exc}") from exc
+            finally:
+                if lowered:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("PRAGMA synchronous = NORMAL")
 
     @contextmanager
     def _writer_lock(self) -> Iterator[None]:
@@ -374,18 +410,109 @@ class Journal:
 
     # -- the receptor's side ----------------------------------------------------
 
-    def append_many(self, messages: Sequence[tuple[Notification, Arrival, float]]) -> list[int]:
-        """Store notifications durably, each with its arrival time, in one transaction; their message ids.
+    def append_many(self, messages: Sequence[tuple[Notification, Arrival, float]]) -> None:
+        """Store notifications durably, each with its arrival time: the receptor's path.
 
-        The receptor's path: the commit has happened (the write-ahead log is
-        synced) when this returns, so each message, with all its events, is
-        safe before its answer goes out. Only the message row is written:
-        the events are put in the dispatcher's queue, and judged for
-        duplicates, by :meth:`queue_events`, off the answer path.
+        They are in this process's spool segment, synced, when this returns
+        (so each message, with all its events, is safe before its answer goes
+        out), without waiting for any other writer. They reach the journal
+        itself when the dispatcher (or any reader) next calls :meth:`ingest`,
+        and their events its queue after that (:meth:`queue_events`), off
+        the answer path.
         """
-        rows = [_message_row(notification, arrival, now) for notification, arrival, now in messages]
-        with self._write() as conn:
-            return self._append(conn, rows)
+        records = [_spooled(_message_row(notification, arrival, now)) for notification, arrival, now in messages]
+        try:
+            self.spool.append(records)
+        except SpoolError as exc:
+            raise JournalError(f"the journal could not store the messages: {exc}") from exc
+
+    def ingest(self) -> int:
+        """Move the messages spooled by the receptor's workers into the journal, in arrival order; how many.
+
+        In one durable transaction: the messages, and how far into each
+        segment they were taken, so that none is ever taken twice or left
+        out whoever ingests and whenever a process dies. Then segments taken
+        whole whose writer has left them are deleted; a sealed segment that
+        ends in bytes that are not a whole record is set aside (in
+        ``damaged/``) for a person to look at, and logged.
+        """
+        if not self._spool_changed():
+            return 0
+        with self._write(synced=True) as conn:
+            segments = self.spool.segments()
+            offsets = {str(name): int(at) for name, at in conn.execute("SELECT name, offset FROM spool_segments")}
+            taken: list[list[tuple[float, int, tuple[object, ...], str, int]]] = []
+            leftovers: dict[str, str] = {}
+            for number, segment in enumerate(segments):
+                start = offsets.get(segment.name, 0)
+                if segment.size <= start:
+                    continue
+                decoded = self.spool.read(segment, start)
+                if decoded.rest and not decoded.records:
+                    leftovers[segment.name] = decoded.rest
+                taken.append(
+                    [
+                        (received_at, number, row, segment.name, start + end)
+                        for (received_at, row), end in ((_unspooled(record), end) for record, end in decoded.records)
+                    ]
+                )
+            # Each segment in its own order, the segments interleaved by arrival time.
+            merged = list(heapq.merge(*taken, key=lambda item: (item[0], item[1])))
+            if merged:
+                self._append(conn, [row for _, _, row, _, _ in merged])
+                reached = {name: end for _, _, _, name, end in merged}
+                conn.executemany(
+                    "INSERT INTO spool_segments (name, offset) VALUES (?, ?)"
+                    " ON CONFLICT (name) DO UPDATE SET offset = excluded.offset",
+                    list(reached.items()),
+                )
+                offsets.update(reached)
+            # Progress kept for segments that are gone is of no more use (they are never re-created).
+            present = {segment.name for segment in segments}
+            gone = [name for name in offsets if name not in present]
+            conn.executemany("DELETE FROM spool_segments WHERE name = ?", [(name,) for name in gone])
+        self._ingested = {segment.name: offsets.get(segment.name, 0) for segment in segments}
+        self._tidy_spool(segments, offsets, leftovers)
+        return len(merged)
+
+    def _spool_changed(self) -> bool:
+        """Whether the spool may hold something to ingest or tidy since this process last looked."""
+        segments = self.spool.segments()
+        if any(self._ingested.get(segment.name, -1) != segment.size for segment in segments):
+            return True
+        # Nothing new: only segments taken whole may go, if their writers have left them.
+        self._tidy_spool(segments, self._ingested, {})
+        return False
+
+    def _tidy_spool(self, segments: list[Segment], offsets: dict[str, int], leftovers: dict[str, str]) -> None:
+        for segment in segments:
+            at = offsets.get(segment.name, 0)
+            if at < segment.size and segment.name not in leftovers:
+                continue
+            with self.spool.sealed(segment) as sealed:
+                if not sealed:
+                    continue
+                try:
+                    size = segment.path.stat().st_size  # final now: nobody may append any more
+                    if size == at:
+                        self.spool.remove(segment)
+                        self._ingested.pop(segment.name, None)
+                    elif segment.name in leftovers and size == segment.size:
+                        aside = self.spool.set_aside(segment)
+                        _logger.error(
+                            "spool segment %s ends in %d bytes that are not a whole record (%s): set aside as %s;"
+                            " every record before them is in the journal",
+                            segment.name,
+                            size - at,
+                            leftovers[segment.name],
+                            aside,
+                        )
+                        self._ingested.pop(segment.name, None)
+                except FileNotFoundError:
+                    self._ingested.pop(segment.name, None)  # another ingester tidied it
+                except OSError as exc:
+                    _logger.error("could not tidy the spool segment %s: %s", segment.path, exc)
+        self.spool.remove_stale_creations()
 
     def record(self, notification: Notification, arrival: Arrival, now: float | None = None) -> Recorded:
         """Store a notification durably and queue its events at once; what was stored.
@@ -397,8 +524,14 @@ class Journal:
         return self.record_many([(notification, arrival, time.time() if now is None else now)])[0]
 
     def record_many(self, messages: Sequence[tuple[Notification, Arrival, float]]) -> list[Recorded]:
-        """:meth:`append_many` and :meth:`queue_events` for these messages, in one transaction."""
+        """Store these messages in the journal itself and queue their events, in one transaction.
+
+        Not the receptor's path (that is :meth:`append_many`): for tools that
+        store messages and want to know at once what became of them. The
+        messages spooled before these are ingested and judged first.
+        """
         rows = [_message_row(notification, arrival, now) for notification, arrival, now in messages]
+        self.ingest()
         with self._write() as conn:
             self._queue(conn, None)  # messages appended before these are judged first
             self._append(conn, rows)
@@ -417,8 +550,10 @@ class Journal:
         Each event becomes ``pending``, or ``duplicate`` if it arrived before
         (in a byte-identical message, or on its own in another message),
         exactly as if it had been judged on arrival: messages are taken in
-        arrival order. Returns what was stored for each message queued.
+        arrival order. Messages still in the spool are ingested first.
+        Returns what was stored for each message queued.
         """
+        self.ingest()
         with self._write() as conn:
             return self._queue(conn, limit)
 
@@ -548,6 +683,7 @@ class Journal:
     def claim(self, owner: str, lease: float, now: float | None = None) -> StoredEvent | None:
         """Claim the oldest due pending event for ``lease`` seconds, counting an attempt; None if none is due."""
         now = time.time() if now is None else now
+        self.ingest()
         with self._write() as conn:
             claimed, _ = self._claim(conn, owner, lease, 1, now, count=True)
         return _claimed(claimed[0], now) if claimed else None
@@ -569,6 +705,7 @@ class Journal:
         queue, building their rows) or after (the claimed events) is.
         """
         now = time.time() if now is None else now
+        self.ingest()
         ahead = self._read_ahead(limit)
         with self._write() as conn:
             lost = self._settle(conn, owner, outcomes, now)
@@ -763,7 +900,11 @@ class Journal:
             raise JournalError(f"the journal {self.path} could not be checkpointed: {exc}") from exc
 
     def check_writable(self) -> None:
-        """Raise :class:`JournalError` unless a write transaction can be taken now."""
+        """Raise :class:`JournalError` unless the spool can be written and a write transaction taken now."""
+        try:
+            self.spool.check_writable()
+        except SpoolError as exc:
+            raise JournalError(str(exc)) from exc
         with self._write():
             pass
 
@@ -780,6 +921,11 @@ class Journal:
         # journal that cannot be written is still read as it is.
         with contextlib.suppress(JournalError):
             self.queue_events()
+
+    def _ingest_before_reading(self) -> None:
+        # Counts include the messages still in the spool; a journal that cannot be written is read as it is.
+        with contextlib.suppress(JournalError):
+            self.ingest()
 
     def get(self, event_id: int) -> StoredEvent | None:
         self._queue_before_reading()
@@ -802,6 +948,7 @@ class Journal:
         # One statement, so one snapshot: read in two, a dispatcher queueing a
         # message's events between them would hide them from both counts
         # (no longer unqueued, not yet seen in the events table).
+        self._ingest_before_reading()
         rows = self._read(
             "SELECT state, COUNT(*) FROM events GROUP BY state UNION ALL"
             " SELECT 'unqueued', TOTAL(event_count) FROM messages INDEXED BY messages_unqueued"
@@ -823,6 +970,7 @@ class Journal:
         # table is always older than any message still unqueued: the first
         # subquery's answer, when there is one, is the oldest. One statement, one
         # snapshot (see counts).
+        self._ingest_before_reading()
         row = self._read(
             "SELECT COALESCE("
             "(SELECT m.received_at FROM events AS e INDEXED BY events_pending JOIN messages AS m"
@@ -912,6 +1060,28 @@ def _message_row(notification: Notification, arrival: Arrival, now: float) -> tu
         len(events),
         _COMPACT_JSON.encode(events),
     )
+
+
+#: Where the body is in a message row (:func:`_message_row`); a spool record keeps it apart, as raw bytes.
+_BODY: Final[int] = 8
+#: How many values a message row holds besides the body.
+_SPOOLED_META: Final[int] = 11
+
+
+def _spooled(row: tuple[object, ...]) -> Record:
+    """A message row (:func:`_message_row`) as a spool record."""
+    body = row[_BODY]
+    if not isinstance(body, bytes):
+        raise TypeError(f"a message's body is bytes, not {type(body).__name__}")
+    return Record(row[:_BODY] + row[_BODY + 1 :], body)
+
+
+def _unspooled(record: Record) -> tuple[float, tuple[object, ...]]:
+    """A spool record as a message row again, with its arrival time."""
+    meta = record.meta
+    if len(meta) != _SPOOLED_META or not isinstance(meta[0], int | float):
+        raise JournalError(f"a spool record holds {len(meta)} values, not a message's {_SPOOLED_META}")
+    return float(meta[0]), (*meta[:_BODY], record.body, *meta[_BODY:])
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,8 +44,8 @@ class Receptor:
     def __post_init__(self) -> None:
         object.__setattr__(self, "commits", GroupCommit(self.journal))
 
-    def handle(self, notification: Notification, arrival: Arrival) -> int:
-        """Judge ``notification`` and commit it to the journal (its message id), or raise the fault that refuses it.
+    def handle(self, notification: Notification, arrival: Arrival) -> None:
+        """Judge ``notification`` and store it durably in the journal's spool, or raise the fault that refuses it.
 
         The dispatcher then queues its events, judging each for duplicates.
         """
@@ -53,7 +53,7 @@ class Receptor:
         self.policy.check(notification, now)
         started = time.perf_counter()
         try:
-            message_id = self.commits.append(notification, arrival, now.timestamp())
+            self.commits.append(notification, arrival, now.timestamp())
         except JournalError as exc:
             logger.error("request %s: not accepted, the journal failed: %s", arrival.request_id, exc)
             raise errors.JournalUnavailable(
@@ -61,4 +61,3 @@ class Receptor:
                 f"its log has the details under request id {arrival.request_id}"
             ) from None
         metrics.get().journal_commit.observe(time.perf_counter() - started)
-        return message_id

@@ -67,7 +67,7 @@ class ReceptorApp:
             remote_addr=environ.get("REMOTE_ADDR"),
             soap_action=environ.get("HTTP_SOAPACTION"),
         )
-        info["message"] = self.receptor.handle(notification, arrival)
+        self.receptor.handle(notification, arrival)
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         started = time.perf_counter()
@@ -98,7 +98,6 @@ class ReceptorApp:
             "status": status_seen[-1].split(" ", 1)[0] if status_seen else "-",
             "version": info.get("version", "-"),
             "events": info.get("events", "-"),
-            "message": info.get("message", "-"),  # the journal's message id
             "outcome": info.get("outcome", "-"),
             "duration_ms": round((time.perf_counter() - started) * 1000, 1),
         }

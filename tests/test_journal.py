@@ -268,6 +268,7 @@ def test_messages_queued_by_another_process_meanwhile_are_queued_once(tmp_path: 
     path = tmp_path / "journal.db"
     dispatcher, reader = Journal(path).open(), Journal(path).open()
     dispatcher.append_many([(*message(f"M{m}"), T0) for m in range(4)])
+    dispatcher.ingest()
     assert len(dispatcher._read_ahead(10)) == 4
     reader.queue_events(limit=2)  # e.g. an operator listing events
     _, claimed = dispatcher.claim_batch("d", lease=60, limit=10, now=T0)

@@ -1,0 +1,338 @@
+"""The spool: where each worker makes an accepted message durable, with no lock shared with anyone.
+
+The journal is one SQLite file, and SQLite lets one writer in at a time: when
+the workers committed there, each answer waited for the other workers'
+commits and for the dispatcher's, and a request's latency was everyone's
+(issue 8 measured the waits). So a worker does not write the journal on the
+answer path. Each worker process appends its messages to a *segment* file of
+its own and syncs it (``fdatasync``) before the answers go out; the
+dispatcher moves them into the journal (:meth:`Journal.ingest
+<soapreceptor.journal.Journal.ingest>`) in arrival order and deletes a segment
+once every record in it is in the journal and its writer has left it.
+
+A segment is a sequence of records, each ``magic, payload length, CRC-32,
+payload``, so that a record that was not written whole (power lost during an
+unsynced write) is recognised, never read as a message. Its payload holds
+the message's metadata as JSON and its body as raw bytes.
+
+A writer holds an ``flock`` on its segment for as long as it may append to
+it; it takes the lock before the segment has its name (created under a
+temporary name, then renamed), so that nobody can see a segment with no
+writer that is still going to grow. A segment whose lock is free is
+*sealed*: it never changes again, and once ingested it can go. A writer
+leaves its segment when it reaches :data:`SEGMENT_BYTES`, after a write that
+failed (the next append starts a fresh one), or when its process ends.
+
+Pure code (the record format) first, then the files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import struct
+import threading
+import time
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+#: A segment is left for a new one once it holds this many bytes, so that ingested ones can be deleted.
+SEGMENT_BYTES: Final[int] = 16 * 1024 * 1024
+#: Most bytes one ingest reads from one segment (a turn of the dispatcher, not a whole backlog at once).
+READ_BYTES: Final[int] = 4 * 1024 * 1024
+SUFFIX: Final[str] = ".seg"
+#: A segment being created: its writer holds its lock, but it has no records and no final name yet.
+_CREATING: Final[str] = ".new"
+DAMAGED: Final[str] = "damaged"
+#: Seconds after which a segment still being created is known to have lost its writer.
+STALE_CREATION: Final[float] = 60.0
+
+_MAGIC: Final[bytes] = b"SRs1"
+_HEADER: Final[struct.Struct] = struct.Struct("<4sII")  # magic, payload length, CRC-32 of the payload
+_META_LENGTH: Final[struct.Struct] = struct.Struct("<I")
+#: Larger than any message the gate lets in (its cap is 1 MiB by default), with room for metadata:
+#: a length beyond it is damage, not a record.
+_MAX_PAYLOAD: Final[int] = 256 * 1024 * 1024
+_COMPACT_JSON: Final[json.JSONEncoder] = json.JSONEncoder(separators=(",", ":"))
+
+
+class SpoolError(OSError):
+    """The spool could not be written or read."""
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One spooled message: its metadata (JSON-able values) and its body, byte for byte."""
+
+    meta: tuple[Any, ...]
+    body: bytes
+
+
+# -- the record format (pure) --------------------------------------------------
+
+
+def encode(record: Record) -> bytes:
+    """A record as it is written to a segment."""
+    meta = _COMPACT_JSON.encode(record.meta).encode()
+    payload = b"".join((_META_LENGTH.pack(len(meta)), meta, record.body))
+    return _HEADER.pack(_MAGIC, len(payload), zlib.crc32(payload)) + payload
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """What :func:`decode` found in a stretch of a segment."""
+
+    #: Each whole record, with the offset just past it (relative to the stretch's start).
+    records: list[tuple[Record, int]]
+    #: Where the whole records end.
+    end: int
+    #: Why the bytes after ``end`` are not a record: "" when there are none, "incomplete" when they
+    #: may be the start of one not yet all there, "damaged" when they cannot be.
+    rest: str
+
+
+def decode(data: bytes | memoryview) -> Decoded:
+    """The whole records at the start of ``data``, and what follows them."""
+    view = memoryview(data)
+    records: list[tuple[Record, int]] = []
+    at = 0
+    while at < len(view):
+        if len(view) - at < _HEADER.size:
+            return Decoded(records, at, "incomplete" if _MAGIC.startswith(bytes(view[at : at + 4])) else "damaged")
+        magic, length, crc = _HEADER.unpack_from(view, at)
+        if magic != _MAGIC or length > _MAX_PAYLOAD or length < _META_LENGTH.size:
+            return Decoded(records, at, "damaged")
+        start = at + _HEADER.size
+        if len(view) - start < length:
+            return Decoded(records, at, "incomplete")
+        payload = view[start : start + length]
+        if zlib.crc32(payload) != crc:
+            return Decoded(records, at, "damaged")
+        (meta_length,) = _META_LENGTH.unpack_from(payload)
+        try:
+            if meta_length > length - _META_LENGTH.size:
+                raise ValueError("metadata longer than the record")
+            meta = json.loads(bytes(payload[_META_LENGTH.size : _META_LENGTH.size + meta_length]))
+        except ValueError:
+            return Decoded(records, at, "damaged")
+        if not isinstance(meta, list):
+            return Decoded(records, at, "damaged")
+        at = start + length
+        records.append((Record(tuple(meta), bytes(payload[_META_LENGTH.size + meta_length :])), at))
+    return Decoded(records, at, "")
+
+
+# -- the files -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """A segment file as the ingester finds it."""
+
+    path: Path
+    size: int
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+class Spool:
+    """The spool directory ``directory``: this process's appends, and what the ingester needs.
+
+    One object may be shared by the threads of a process and survives a
+    fork: a process that forked appends to a segment of its own.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], *, segment_bytes: int = SEGMENT_BYTES) -> None:
+        self.directory = Path(directory)
+        self.segment_bytes = segment_bytes
+        self._lock = threading.Lock()
+        self._owner = 0  # the process whose segment _fd is
+        self._fd = -1
+        self._path: Path | None = None
+        self._size = 0
+
+    def __repr__(self) -> str:
+        return f"<Spool {self.directory}>"
+
+    # -- the workers' side ---------------------------------------------------------
+
+    def append(self, records: Sequence[Record]) -> None:
+        """Write ``records`` to this process's segment and sync it: once this returns they survive a power loss.
+
+        Raises :class:`SpoolError` if they may not have: then the segment
+        is left (cut back to its last whole record where possible) and the
+        next append starts a new one.
+        """
+        data = b"".join(encode(record) for record in records)
+        with self._lock:
+            fd = self._segment()
+            try:
+                written = 0
+                while written < len(data):
+                    written += os.write(fd, data[written:])
+                os.fdatasync(fd)
+            except OSError as exc:
+                self._leave(cut=True)
+                raise SpoolError(f"could not write the spool segment {self._path}: {exc}") from exc
+            self._size += len(data)
+            if self._size >= self.segment_bytes:
+                self._leave()
+
+    def close(self) -> None:
+        """Leave this process's segment (it is sealed: the ingester may take it and delete it)."""
+        with self._lock:
+            if self._owner == os.getpid():
+                self._leave()
+
+    def _segment(self) -> int:
+        if self._owner != os.getpid():
+            # Inherited through fork: the parent's segment (and its lock) stays the parent's.
+            self._owner, self._fd, self._path, self._size = os.getpid(), -1, None, 0
+        if self._fd < 0:
+            self._fd, self._path = self._create()
+            self._size = 0
+        return self._fd
+
+    def _create(self) -> tuple[int, Path]:
+        try:
+            if not self.directory.is_dir():
+                self.directory.mkdir(parents=True, exist_ok=True)
+                _sync_directory(self.directory.parent)  # the spool itself survives a power loss
+            stem = f"{time.time_ns():020d}-{os.getpid()}"
+            creating = self.directory / f"{stem}{_CREATING}"
+            fd = os.open(creating, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise SpoolError(f"could not create a segment in the spool {self.directory}: {exc}") from exc
+        try:
+            # Locked before it is a segment: the ingester never sees it without its writer.
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            path = creating.with_suffix(SUFFIX)
+            os.rename(creating, path)
+            _sync_directory(self.directory)  # its name survives a power loss, as its records will
+        except OSError as exc:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                creating.unlink()
+            raise SpoolError(f"could not create a segment in the spool {self.directory}: {exc}") from exc
+        return fd, path
+
+    def _leave(self, *, cut: bool = False) -> None:
+        if self._fd < 0:
+            return
+        if cut:
+            # A failed write may have left part of a record: cut it off, so the segment stays readable to the end.
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self._size)
+        with contextlib.suppress(OSError):
+            os.close(self._fd)  # releases the lock: the segment is sealed
+        self._fd, self._path = -1, None
+
+    def check_writable(self) -> None:
+        """Raise :class:`SpoolError` unless this process could create a segment now."""
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SpoolError(f"cannot create the spool {self.directory}: {exc}") from exc
+        if not os.access(self.directory, os.W_OK | os.X_OK):
+            raise SpoolError(f"the spool {self.directory} is not writable")
+
+    # -- the ingester's side ---------------------------------------------------------
+
+    def segments(self) -> list[Segment]:
+        """The segments, oldest first (a missing spool directory has none)."""
+        found = []
+        try:
+            entries = list(os.scandir(self.directory))
+        except FileNotFoundError:
+            return []
+        for entry in entries:
+            if entry.name.endswith(SUFFIX) and entry.is_file():
+                with contextlib.suppress(FileNotFoundError):
+                    found.append(Segment(Path(entry.path), entry.stat().st_size))
+        return sorted(found, key=lambda segment: segment.name)
+
+    @staticmethod
+    def read(segment: Segment, offset: int, limit: int = READ_BYTES) -> Decoded:
+        """The whole records of ``segment`` from ``offset``, reading at most ``limit`` bytes past one record."""
+        try:
+            with open(segment.path, "rb") as file:
+                file.seek(offset)
+                data = file.read(limit)
+                decoded = decode(data)
+                if not decoded.records and decoded.rest == "incomplete" and len(data) == limit:
+                    # One record longer than the limit: read it whole.
+                    header = _HEADER.unpack_from(data) if len(data) >= _HEADER.size else None
+                    if header is not None:
+                        data += file.read(_HEADER.size + header[1] - len(data))
+                        decoded = decode(data)
+        except FileNotFoundError:
+            return Decoded([], 0, "")
+        except OSError as exc:
+            raise SpoolError(f"could not read the spool segment {segment.path}: {exc}") from exc
+        return decoded
+
+    @staticmethod
+    @contextlib.contextmanager
+    def sealed(segment: Segment) -> Iterator[bool]:
+        """Whether ``segment`` is sealed (no writer may append to it again), held so while the block runs."""
+        try:
+            fd = os.open(segment.path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            yield False
+            return
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)
+
+    def remove(self, segment: Segment) -> None:
+        """Delete a segment (sealed, and all in the journal), for good once this returns.
+
+        The directory is synced: a segment that came back after a power
+        loss, once the journal has forgotten how far it took it, would be
+        taken again.
+        """
+        segment.path.unlink()
+        _sync_directory(self.directory)
+
+    def set_aside(self, segment: Segment) -> Path:
+        """Move a damaged sealed segment to ``damaged/`` in the spool, for a person to look at; its new path."""
+        aside = self.directory / DAMAGED
+        aside.mkdir(exist_ok=True)
+        target = aside / segment.name
+        os.rename(segment.path, target)
+        _sync_directory(self.directory)
+        return target
+
+    def remove_stale_creations(self, older_than: float = STALE_CREATION) -> None:
+        """Remove segments whose writer died while creating them: nothing was ever written to them.
+
+        Only those older than ``older_than`` seconds: a young one may be a
+        writer's that has not taken its lock yet.
+        """
+        for path in self.directory.glob(f"*{_CREATING}"):
+            with contextlib.suppress(OSError):
+                if time.time() - path.stat().st_mtime > older_than:
+                    with self.sealed(Segment(path, 0)) as sealed:
+                        if sealed:
+                            path.unlink()
+
+
+def _sync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,295 @@
+"""The spool: its record format, its segments, and how the journal takes them in (exactly once, in arrival order)."""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import multiprocessing
+import os
+import resource
+import signal
+import sqlite3
+import time
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from soapreceptor import spool, wire
+from soapreceptor.journal import Arrival, Journal, JournalError
+from soapreceptor.model import Notification
+from soapreceptor.spool import Record, Segment, Spool
+from tests.support import ACCEPTED_EVENT, amazon_envelope
+
+T0 = 1_000_000_000.0
+
+
+def message(*assignments: str) -> tuple[Notification, Arrival]:
+    events = [{**ACCEPTED_EVENT, "AssignmentId": a} for a in assignments]
+    body = amazon_envelope(events=events)
+    return wire.parse_notify(body), Arrival(body=body, request_id=f"r-{assignments[0]}", remote_addr="127.0.0.1")
+
+
+def stored_assignments(journal: Journal) -> list[str]:
+    return [str(stored.event.assignment_id) for stored in journal.events()]
+
+
+def message_count(path: Path) -> int:
+    with closing(sqlite3.connect(path)) as conn:
+        return int(conn.execute("SELECT COUNT(*) FROM messages").fetchone()[0])
+
+
+RECORDS = [
+    Record((1.5, "a", None, ["x", 2]), b"<body>\x00\xff</body>"),
+    Record((), b""),
+    Record(("\u00e9",), b"b" * 5000),
+]
+
+
+# -- the record format ----------------------------------------------------------------
+
+
+def test_records_read_back_as_written_with_the_offset_past_each() -> None:
+    data = b"".join(spool.encode(record) for record in RECORDS)
+    decoded = spool.decode(data)
+    assert [record for record, _ in decoded.records] == RECORDS
+    assert [end for _, end in decoded.records] == [
+        len(b"".join(spool.encode(r) for r in RECORDS[: n + 1])) for n in range(3)
+    ]
+    assert (decoded.end, decoded.rest) == (len(data), "")
+
+
+def test_a_record_cut_anywhere_is_incomplete_and_those_before_it_whole() -> None:
+    first, second = spool.encode(RECORDS[0]), spool.encode(RECORDS[2])
+    data = first + second
+    for cut in range(len(first) + 1, len(data)):
+        decoded = spool.decode(data[:cut])
+        assert [record for record, _ in decoded.records] == [RECORDS[0]], cut
+        assert (decoded.end, decoded.rest) == (len(first), "incomplete"), cut
+
+
+@pytest.mark.parametrize("where", ["magic", "length", "crc", "payload"])
+def test_a_damaged_record_is_never_read_as_a_message(where: str) -> None:
+    first, second = spool.encode(RECORDS[0]), bytearray(spool.encode(RECORDS[2]))
+    at = {"magic": 0, "length": 7, "crc": 8, "payload": 100}[where]
+    second[at] ^= 0x01 if where != "length" else 0x40  # a length past any record's
+    decoded = spool.decode(first + bytes(second))
+    assert [record for record, _ in decoded.records] == [RECORDS[0]]
+    assert (decoded.end, decoded.rest) == (len(first), "damaged")
+
+
+# -- segments and ingest ----------------------------------------------------------------
+
+
+def test_appended_messages_reach_the_journal_when_it_ingests_them(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "journal.db").open()
+    journal.append_many([(*message("A1", "A2"), T0), (*message("B1"), T0 + 1)])
+    assert message_count(journal.path) == 0, "the receptor's path does not touch the journal itself"
+    (segment,) = journal.spool.segments()
+    assert segment.path.parent == tmp_path / "journal.db-spool"
+    assert journal.ingest() == 2
+    assert stored_assignments(journal) == ["A1", "A2", "B1"]
+    assert journal.ingest() == 0
+    assert segment.path.exists(), "its writer may still append to it"
+    journal.spool.close()  # the writer leaves it: sealed, taken whole, so it goes
+    assert journal.ingest() == 0
+    assert not segment.path.exists()
+    assert stored_assignments(journal) == ["A1", "A2", "B1"]
+
+
+def test_readers_see_spooled_messages_at_once(tmp_path: Path) -> None:
+    writer, reader = Journal(tmp_path / "journal.db"), Journal(tmp_path / "journal.db")
+    writer.append_many([(*message("A1", "A2"), T0)])
+    assert reader.counts()["pending"] == 2
+    assert reader.oldest_pending() == T0
+    assert stored_assignments(reader) == ["A1", "A2"]
+
+
+def _append_at(path: str, times: list[float], label: str) -> None:
+    journal = Journal(path)
+    for number, at in enumerate(times):
+        journal.append_many([(*message(f"{label}{number}"), at)])
+    journal.close()
+
+
+def test_messages_from_several_workers_are_ingested_in_arrival_order(tmp_path: Path) -> None:
+    path = str(tmp_path / "journal.db")
+    context = multiprocessing.get_context("fork")
+    workers = [
+        context.Process(target=_append_at, args=(path, [T0 + 2 * n + offset for n in range(5)], label))
+        for label, offset in (("even", 0), ("odd", 1))
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+        assert worker.exitcode == 0
+    journal = Journal(path)
+    assert len(journal.spool.segments()) == 2, "a segment per process"
+    assert journal.ingest() == 10
+    assert stored_assignments(journal) == [f"{label}{n}" for n in range(5) for label in ("even", "odd")]
+    assert journal.spool.segments() == [], "both writers have left their segments: taken whole, they go"
+
+
+def test_a_process_that_forked_keeps_its_segment_and_the_child_gets_its_own(tmp_path: Path) -> None:
+    path = str(tmp_path / "journal.db")
+    journal = Journal(path)
+    journal.append_many([(*message("parent0"), T0)])
+    child = multiprocessing.get_context("fork").Process(target=_append_at, args=(path, [T0 + 1], "child"))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0
+    journal.append_many([(*message("parent1"), T0 + 2)])
+    assert len(journal.spool.segments()) == 2
+    assert journal.ingest() == 3
+    assert stored_assignments(journal) == ["parent0", "child0", "parent1"]
+
+
+def test_each_message_is_ingested_once_whoever_ingests_and_whenever_one_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "journal.db"
+    worker, first, second = Journal(path), Journal(path), Journal(path)
+    worker.append_many([(*message("A"), T0)])
+    # An ingest that fails before it commits (here: the journal refuses the insert) takes nothing...
+    original = Journal._append
+
+    def refuse(conn: sqlite3.Connection, rows: list[tuple[object, ...]]) -> list[int]:
+        original(conn, rows)
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(Journal, "_append", staticmethod(refuse))
+    with pytest.raises(JournalError, match="disk is full"):
+        first.ingest()
+    monkeypatch.setattr(Journal, "_append", staticmethod(original))
+    assert message_count(path) == 0
+    # ...and the next one, in any process, takes it; so far, every ingester knows.
+    worker.append_many([(*message("B"), T0 + 1)])
+    assert first.ingest() == 2
+    assert second.ingest() == 0
+    worker.append_many([(*message("C"), T0 + 2)])
+    assert second.ingest() == 1
+    assert first.ingest() == 0
+    assert stored_assignments(first) == ["A", "B", "C"]
+
+
+def test_full_segments_are_left_for_new_ones_and_deleted_once_ingested(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "journal.db")
+    journal.spool = Spool(journal.spool.directory, segment_bytes=1)  # every append fills its segment
+    for number in range(4):
+        journal.append_many([(*message(f"M{number}"), T0 + number)])
+    assert len(journal.spool.segments()) == 4
+    assert journal.ingest() == 4
+    assert journal.spool.segments() == [], "all four were left by their writer: sealed, and taken whole"
+    assert stored_assignments(journal) == ["M0", "M1", "M2", "M3"]
+
+
+def _append_past_the_file_size_limit(path: str, limit: int, results: multiprocessing.Queue[str]) -> None:
+    # The kernel refuses writes past RLIMIT_FSIZE (EFBIG): a real failed write, part-way through a record.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    journal = Journal(path)
+    outcomes = []
+    for number in range(6):
+        try:
+            journal.append_many([(*message(f"M{number}"), T0 + number)])
+            outcomes.append(f"M{number}")
+        except JournalError as exc:
+            outcomes.append(f"failed: {exc}")
+    results.put(repr(outcomes))
+
+
+def test_a_write_that_fails_part_way_is_cut_off_and_the_next_append_starts_a_new_segment(tmp_path: Path) -> None:
+    path = str(tmp_path / "journal.db")
+    size = len(spool.encode(_record_of(message("M0"))))
+    context = multiprocessing.get_context("fork")
+    results: multiprocessing.Queue[str] = context.Queue()
+    # Room for two records and part of a third in each segment.
+    child = context.Process(target=_append_past_the_file_size_limit, args=(path, 2 * size + size // 2, results))
+    child.start()
+    outcomes = eval(results.get(timeout=60))  # noqa: S307 (our own child's repr of a list of str)
+    child.join(60)
+    assert outcomes[:2] == ["M0", "M1"]
+    assert outcomes[2].startswith("failed: the journal could not store the messages: could not write the spool segment")
+    assert outcomes[3:5] == ["M3", "M4"], "a new segment takes the next ones"
+    journal = Journal(path)
+    accepted = [outcome for outcome in outcomes if not outcome.startswith("failed")]
+    assert journal.ingest() == len(accepted)
+    assert stored_assignments(journal) == accepted, "what was acknowledged, and nothing of the failed write"
+    assert not (journal.spool.directory / spool.DAMAGED).exists()
+    assert journal.spool.segments() == []
+
+
+def _record_of(parsed: tuple[Notification, Arrival]) -> Record:
+    from soapreceptor.journal import _message_row, _spooled  # noqa: PLC0415 (the journal's own encoding)
+
+    return _spooled(_message_row(*parsed, T0))
+
+
+def test_a_sealed_segment_that_ends_in_damage_is_set_aside_once_its_whole_records_are_in(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    journal = Journal(tmp_path / "journal.db")
+    journal.append_many([(*message("A"), T0), (*message("B"), T0 + 1)])
+    journal.spool.close()
+    (segment,) = journal.spool.segments()
+    with open(segment.path, "ab") as file:
+        file.write(b"not a record")
+    with caplog.at_level(logging.ERROR, logger="soapreceptor.journal"):
+        assert journal.ingest() == 2
+        assert journal.ingest() == 0
+    assert stored_assignments(journal) == ["A", "B"]
+    assert journal.spool.segments() == []
+    aside = journal.spool.directory / spool.DAMAGED / segment.name
+    assert aside.read_bytes().endswith(b"not a record"), "kept, for a person to look at"
+    assert "ends in 12 bytes that are not a whole record (damaged)" in caplog.text
+    assert "every record before them is in the journal" in caplog.text
+
+
+def test_a_record_its_writer_is_still_writing_waits_for_the_rest(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "journal.db")
+    directory = journal.spool.directory
+    directory.mkdir()
+    data = spool.encode(_record_of(message("A")))
+    fd = os.open(directory / f"{time.time_ns():020d}-1{spool.SUFFIX}", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # a writer at work
+        os.write(fd, data[:100])
+        assert journal.ingest() == 0
+        assert journal.spool.segments() != [], "not set aside: its writer is still there"
+        os.write(fd, data[100:])
+        assert journal.ingest() == 1
+    finally:
+        os.close(fd)
+    assert stored_assignments(journal) == ["A"]
+
+
+def test_a_segment_whose_writer_died_while_creating_it_is_removed_when_old(tmp_path: Path) -> None:
+    directory = tmp_path / "spool"
+    directory.mkdir()
+    young, old = directory / "2-1.new", directory / "1-1.new"
+    young.touch()
+    old.touch()
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    Spool(directory).remove_stale_creations()
+    assert (young.exists(), old.exists()) == (True, False)
+
+
+def test_an_unwritable_spool_is_refused_and_said_where(tmp_path: Path) -> None:
+    (tmp_path / "journal.db-spool").write_text("a file, not a directory")
+    journal = Journal(tmp_path / "journal.db")
+    with pytest.raises(JournalError, match=r"journal\.db-spool"):
+        journal.append_many([(*message("A"), T0)])
+    with pytest.raises(JournalError, match=r"journal\.db-spool"):
+        journal.check_writable()
+
+
+def test_segments_are_found_oldest_first_and_a_missing_spool_has_none(tmp_path: Path) -> None:
+    assert Spool(tmp_path / "nowhere").segments() == []
+    directory = tmp_path / "spool"
+    directory.mkdir()
+    for name in ("00000000000000000002-9.seg", "00000000000000000001-9.seg", "x.new"):
+        (directory / name).touch()
+    (directory / spool.DAMAGED).mkdir()
+    assert [s.name for s in Spool(directory).segments()] == ["00000000000000000001-9.seg", "00000000000000000002-9.seg"]
+    assert Spool.read(Segment(directory / "gone.seg", 10), 0).records == []
