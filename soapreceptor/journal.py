@@ -429,12 +429,14 @@ class Journal:
     def ingest(self) -> int:
         """Move the messages spooled by the receptor's workers into the journal, in arrival order; how many.
 
-        In one durable transaction: the messages, and how far into each
-        segment they were taken, so that none is ever taken twice or left
-        out whoever ingests and whenever a process dies. Then segments taken
-        whole whose writer has left them are deleted; a sealed segment that
-        ends in bytes that are not a whole record is set aside (in
-        ``damaged/``) for a person to look at, and logged.
+        In one synced transaction, whoever ingests: the messages, and how far
+        into each segment they were taken, so that none is ever taken twice
+        or left out whenever a process dies or the power goes. (Unsynced, on
+        the dispatcher's journal, measured worse: the checkpoints then sync
+        more at once, and the workers' syncs wait behind them.) Segments
+        taken whole whose writer has left them are then deleted; a sealed
+        segment that ends in bytes that are not a whole record is set aside
+        (in ``damaged/``) for a person to look at, and logged.
         """
         if not self._spool_changed():
             return 0
@@ -445,7 +447,7 @@ class Journal:
             leftovers: dict[str, str] = {}
             for number, segment in enumerate(segments):
                 start = offsets.get(segment.name, 0)
-                if segment.size <= start:
+                if start == _FINISHED or not self.spool.has_more(segment, start):
                     continue
                 decoded = self.spool.read(segment, start)
                 if decoded.rest and not decoded.records:
@@ -478,41 +480,59 @@ class Journal:
     def _spool_changed(self) -> bool:
         """Whether the spool may hold something to ingest or tidy since this process last looked."""
         segments = self.spool.segments()
-        if any(self._ingested.get(segment.name, -1) != segment.size for segment in segments):
-            return True
+        for segment in segments:
+            at = self._ingested.get(segment.name)
+            if at is None or (at != _FINISHED and self.spool.has_more(segment, at)):
+                return True
         # Nothing new: only segments taken whole may go, if their writers have left them.
         self._tidy_spool(segments, self._ingested, {})
         return False
 
     def _tidy_spool(self, segments: list[Segment], offsets: dict[str, int], leftovers: dict[str, str]) -> None:
+        """Delete the segments taken whole whose writer has left them; set aside those that end in damage."""
         for segment in segments:
             at = offsets.get(segment.name, 0)
-            if at < segment.size and segment.name not in leftovers:
+            finished = at == _FINISHED
+            if not finished and self.spool.has_more(segment, at) and segment.name not in leftovers:
                 continue
             with self.spool.sealed(segment) as sealed:
                 if not sealed:
                     continue
                 try:
-                    size = segment.path.stat().st_size  # final now: nobody may append any more
-                    if size == at:
-                        self.spool.remove(segment)
-                        self._ingested.pop(segment.name, None)
-                    elif segment.name in leftovers and size == segment.size:
-                        aside = self.spool.set_aside(segment)
-                        _logger.error(
-                            "spool segment %s ends in %d bytes that are not a whole record (%s): set aside as %s;"
-                            " every record before them is in the journal",
-                            segment.name,
-                            size - at,
-                            leftovers[segment.name],
-                            aside,
-                        )
-                        self._ingested.pop(segment.name, None)
+                    if not finished:
+                        rest = self.spool.read(segment, at)  # final now: nobody may write to it any more
+                        if rest.records:
+                            continue  # for the next ingest
+                        if rest.rest not in ("", "unwritten"):
+                            self._set_aside(segment, at, rest.rest)
+                            continue
+                        # Marked finished in a synced commit, then deleted: were it to come back after a
+                        # power loss (its deletion not yet on disk), it would not be taken again.
+                        with self._write(synced=True) as conn:
+                            conn.execute(
+                                "INSERT INTO spool_segments (name, offset) VALUES (?, ?)"
+                                " ON CONFLICT (name) DO UPDATE SET offset = excluded.offset",
+                                (segment.name, _FINISHED),
+                            )
+                    self.spool.remove(segment)
+                    self._ingested.pop(segment.name, None)
                 except FileNotFoundError:
                     self._ingested.pop(segment.name, None)  # another ingester tidied it
-                except OSError as exc:
+                except (OSError, JournalError) as exc:
                     _logger.error("could not tidy the spool segment %s: %s", segment.path, exc)
         self.spool.remove_stale_creations()
+
+    def _set_aside(self, segment: Segment, at: int, why: str) -> None:
+        aside = self.spool.set_aside(segment)
+        _logger.error(
+            "spool segment %s holds bytes that are not a whole record (%s) from offset %d on:"
+            " set aside as %s; every record before them is in the journal",
+            segment.name,
+            why,
+            at,
+            aside,
+        )
+        self._ingested.pop(segment.name, None)
 
     def record(self, notification: Notification, arrival: Arrival, now: float | None = None) -> Recorded:
         """Store a notification durably and queue its events at once; what was stored.
@@ -1062,6 +1082,8 @@ def _message_row(notification: Notification, arrival: Arrival, now: float) -> tu
     )
 
 
+#: A spool segment's offset once it is all in the journal and about to be deleted (see Journal._tidy_spool).
+_FINISHED: Final[int] = -1
 #: Where the body is in a message row (:func:`_message_row`); a spool record keeps it apart, as raw bytes.
 _BODY: Final[int] = 8
 #: How many values a message row holds besides the body.

@@ -13,7 +13,12 @@ once every record in it is in the journal and its writer has left it.
 A segment is a sequence of records, each ``magic, payload length, CRC-32,
 payload``, so that a record that was not written whole (power lost during an
 unsynced write) is recognised, never read as a message. Its payload holds
-the message's metadata as JSON and its body as raw bytes.
+the message's metadata as JSON and its body as raw bytes. The records are
+followed by zeros: a writer sets space aside ahead of them (:data:`PREALLOCATE`
+at a time) by writing zeros, so that most syncs write the records alone;
+syncing a write that makes the file longer also commits the file system's
+journal, which took about a sixth of the receptor's throughput. The first
+zero where a record would start is where the records end.
 
 A writer holds an ``flock`` on its segment for as long as it may append to
 it; it takes the lock before the segment has its name (created under a
@@ -43,6 +48,9 @@ from typing import Any, Final
 
 #: A segment is left for a new one once it holds this many bytes, so that ingested ones can be deleted.
 SEGMENT_BYTES: Final[int] = 16 * 1024 * 1024
+#: A writer sets a segment's space aside this much at a time, written as zeros (see Spool.append).
+PREALLOCATE: Final[int] = 1024 * 1024
+_READ_STEP: Final[int] = 64 * 1024
 #: Most bytes one ingest reads from one segment (a turn of the dispatcher, not a whole backlog at once).
 READ_BYTES: Final[int] = 4 * 1024 * 1024
 SUFFIX: Final[str] = ".seg"
@@ -91,8 +99,8 @@ class Decoded:
     records: list[tuple[Record, int]]
     #: Where the whole records end.
     end: int
-    #: Why the bytes after ``end`` are not a record: "" when there are none, "incomplete" when they
-    #: may be the start of one not yet all there, "damaged" when they cannot be.
+    #: What follows the whole records: "" nothing, "unwritten" the zeros set aside for more,
+    #: "incomplete" what may be the start of a record not yet all there, "damaged" what cannot be one.
     rest: str
 
 
@@ -102,6 +110,8 @@ def decode(data: bytes | memoryview) -> Decoded:
     records: list[tuple[Record, int]] = []
     at = 0
     while at < len(view):
+        if not any(view[at : at + len(_MAGIC)]):
+            return Decoded(records, at, "unwritten")
         if len(view) - at < _HEADER.size:
             return Decoded(records, at, "incomplete" if _MAGIC.startswith(bytes(view[at : at + 4])) else "damaged")
         magic, length, crc = _HEADER.unpack_from(view, at)
@@ -149,14 +159,18 @@ class Spool:
     fork: a process that forked appends to a segment of its own.
     """
 
-    def __init__(self, directory: str | os.PathLike[str], *, segment_bytes: int = SEGMENT_BYTES) -> None:
+    def __init__(
+        self, directory: str | os.PathLike[str], *, segment_bytes: int = SEGMENT_BYTES, preallocate: int = PREALLOCATE
+    ) -> None:
         self.directory = Path(directory)
         self.segment_bytes = segment_bytes
+        self.preallocate = preallocate
         self._lock = threading.Lock()
         self._owner = 0  # the process whose segment _fd is
         self._fd = -1
         self._path: Path | None = None
-        self._size = 0
+        self._size = 0  # where this process's records end in its segment
+        self._allocated = 0  # and where the zeros set aside after them do
 
     def __repr__(self) -> str:
         return f"<Spool {self.directory}>"
@@ -174,13 +188,18 @@ class Spool:
         with self._lock:
             fd = self._segment()
             try:
-                written = 0
-                while written < len(data):
-                    written += os.write(fd, data[written:])
+                end = self._size + len(data)
+                if end > self._allocated:
+                    # Set more space aside, in the same sync: the file grows once per PREALLOCATE bytes.
+                    allocated = -(-end // self.preallocate) * self.preallocate
+                    _write_all(fd, bytes(allocated - end), end)
+                    self._allocated = allocated
+                _write_all(fd, data, self._size)
                 os.fdatasync(fd)
             except OSError as exc:
+                path = self._path
                 self._leave(cut=True)
-                raise SpoolError(f"could not write the spool segment {self._path}: {exc}") from exc
+                raise SpoolError(f"could not write the spool segment {path}: {exc}") from exc
             self._size += len(data)
             if self._size >= self.segment_bytes:
                 self._leave()
@@ -194,10 +213,10 @@ class Spool:
     def _segment(self) -> int:
         if self._owner != os.getpid():
             # Inherited through fork: the parent's segment (and its lock) stays the parent's.
-            self._owner, self._fd, self._path, self._size = os.getpid(), -1, None, 0
+            self._owner, self._fd, self._path = os.getpid(), -1, None
         if self._fd < 0:
             self._fd, self._path = self._create()
-            self._size = 0
+            self._size = self._allocated = 0
         return self._fd
 
     def _create(self) -> tuple[int, Path]:
@@ -207,7 +226,7 @@ class Spool:
                 _sync_directory(self.directory.parent)  # the spool itself survives a power loss
             stem = f"{time.time_ns():020d}-{os.getpid()}"
             creating = self.directory / f"{stem}{_CREATING}"
-            fd = os.open(creating, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)
+            fd = os.open(creating, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         except OSError as exc:
             raise SpoolError(f"could not create a segment in the spool {self.directory}: {exc}") from exc
         try:
@@ -230,6 +249,7 @@ class Spool:
             # A failed write may have left part of a record: cut it off, so the segment stays readable to the end.
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, self._size)
+                os.fdatasync(self._fd)
         with contextlib.suppress(OSError):
             os.close(self._fd)  # releases the lock: the segment is sealed
         self._fd, self._path = -1, None
@@ -260,23 +280,43 @@ class Spool:
 
     @staticmethod
     def read(segment: Segment, offset: int, limit: int = READ_BYTES) -> Decoded:
-        """The whole records of ``segment`` from ``offset``, reading at most ``limit`` bytes past one record."""
+        """The whole records of ``segment`` from ``offset`` (about ``limit`` bytes of them at most), and what follows.
+
+        Read a step at a time, so that the zeros set aside after the
+        records cost one step, not a read of all of them.
+        """
+        records: list[tuple[Record, int]] = []
+        taken = 0  # bytes of whole records read so far
+        pending = b""  # what follows them, read but not yet a whole record
         try:
             with open(segment.path, "rb") as file:
                 file.seek(offset)
-                data = file.read(limit)
-                decoded = decode(data)
-                if not decoded.records and decoded.rest == "incomplete" and len(data) == limit:
-                    # One record longer than the limit: read it whole.
-                    header = _HEADER.unpack_from(data) if len(data) >= _HEADER.size else None
-                    if header is not None:
-                        data += file.read(_HEADER.size + header[1] - len(data))
-                        decoded = decode(data)
+                while True:
+                    step = file.read(_READ_STEP)
+                    decoded = decode(pending + step)
+                    records += [(record, taken + end) for record, end in decoded.records]
+                    taken += decoded.end
+                    pending = (pending + step)[decoded.end :]
+                    if not step or decoded.rest in ("unwritten", "damaged") or taken >= limit:
+                        return Decoded(records, taken, decoded.rest)
         except FileNotFoundError:
-            return Decoded([], 0, "")
+            return Decoded(records, taken, "")
         except OSError as exc:
             raise SpoolError(f"could not read the spool segment {segment.path}: {exc}") from exc
-        return decoded
+
+    @staticmethod
+    def has_more(segment: Segment, offset: int) -> bool:
+        """Whether anything but the zeros set aside starts at ``offset`` in ``segment`` (a record, or damage)."""
+        if segment.size <= offset:
+            return False
+        try:
+            with open(segment.path, "rb") as file:
+                file.seek(offset)
+                return any(file.read(len(_MAGIC)))
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise SpoolError(f"could not read the spool segment {segment.path}: {exc}") from exc
 
     @staticmethod
     @contextlib.contextmanager
@@ -328,6 +368,12 @@ class Spool:
                     with self.sealed(Segment(path, 0)) as sealed:
                         if sealed:
                             path.unlink()
+
+
+def _write_all(fd: int, data: bytes, offset: int) -> None:
+    written = 0
+    while written < len(data):
+        written += os.pwrite(fd, data[written:], offset + written)
 
 
 def _sync_directory(directory: Path) -> None:

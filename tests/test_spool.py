@@ -68,6 +68,14 @@ def test_a_record_cut_anywhere_is_incomplete_and_those_before_it_whole() -> None
         assert (decoded.end, decoded.rest) == (len(first), "incomplete"), cut
 
 
+def test_the_zeros_set_aside_after_the_records_end_them() -> None:
+    data = spool.encode(RECORDS[0])
+    for zeros in (1, 3, 4, 100):
+        decoded = spool.decode(data + bytes(zeros))
+        assert [record for record, _ in decoded.records] == [RECORDS[0]]
+        assert (decoded.end, decoded.rest) == (len(data), "unwritten")
+
+
 @pytest.mark.parametrize("where", ["magic", "length", "crc", "payload"])
 def test_a_damaged_record_is_never_read_as_a_message(where: str) -> None:
     first, second = spool.encode(RECORDS[0]), bytearray(spool.encode(RECORDS[2]))
@@ -95,6 +103,21 @@ def test_appended_messages_reach_the_journal_when_it_ingests_them(tmp_path: Path
     assert journal.ingest() == 0
     assert not segment.path.exists()
     assert stored_assignments(journal) == ["A1", "A2", "B1"]
+
+
+def test_a_deleted_segment_that_comes_back_is_not_taken_again(tmp_path: Path) -> None:
+    # As after a power loss that undid its deletion but not the synced commit made before it.
+    journal = Journal(tmp_path / "journal.db", durable=False)  # the dispatcher's
+    journal.append_many([(*message("A"), T0)])
+    journal.spool.close()
+    (segment,) = journal.spool.segments()
+    kept = segment.path.read_bytes()
+    assert journal.ingest() == 1
+    assert not segment.path.exists()
+    segment.path.write_bytes(kept)
+    assert journal.ingest() == 0
+    assert not segment.path.exists()
+    assert stored_assignments(journal) == ["A"]
 
 
 def test_readers_see_spooled_messages_at_once(tmp_path: Path) -> None:
@@ -189,6 +212,8 @@ def _append_past_the_file_size_limit(path: str, limit: int, results: multiproces
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
     journal = Journal(path)
+    # No space set aside ahead: the records' own write is the one that fails.
+    journal.spool = Spool(journal.spool.directory, preallocate=1)
     outcomes = []
     for number in range(6):
         try:
@@ -220,6 +245,42 @@ def test_a_write_that_fails_part_way_is_cut_off_and_the_next_append_starts_a_new
     assert journal.spool.segments() == []
 
 
+def _append_until_the_space_set_aside_cannot_grow(path: str, results: multiprocessing.Queue[str]) -> None:
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (spool.PREALLOCATE + 1000, spool.PREALLOCATE + 1000))
+    journal = Journal(path)
+    outcomes: list[str] = []
+    for number in range(10_000):
+        try:
+            journal.append_many([(*message(f"M{number}"), T0 + number)])
+            outcomes.append(f"M{number}")
+        except JournalError as exc:
+            outcomes.append(f"failed: {exc}")
+        if len(outcomes) > 2 and outcomes[-3].startswith("failed"):
+            break
+    results.put(repr(outcomes))
+
+
+def test_a_segment_that_cannot_set_more_space_aside_is_left_whole(tmp_path: Path) -> None:
+    path = str(tmp_path / "journal.db")
+    context = multiprocessing.get_context("fork")
+    results: multiprocessing.Queue[str] = context.Queue()
+    child = context.Process(target=_append_until_the_space_set_aside_cannot_grow, args=(path, results))
+    child.start()
+    outcomes = eval(results.get(timeout=120))  # noqa: S307 (our own child's repr of a list of str)
+    child.join(60)
+    failed = [outcome for outcome in outcomes if outcome.startswith("failed")]
+    assert len(failed) == 1, failed
+    assert "File too large" in failed[0]
+    assert outcomes[-3:-2] == failed, "the next two went to a new segment"
+    journal = Journal(path)
+    accepted = [outcome for outcome in outcomes if not outcome.startswith("failed")]
+    assert journal.ingest() == len(accepted)
+    assert stored_assignments(journal) == accepted
+    assert journal.spool.segments() == []
+    assert not (journal.spool.directory / spool.DAMAGED).exists()
+
+
 def _record_of(parsed: tuple[Notification, Arrival]) -> Record:
     from soapreceptor.journal import _message_row, _spooled  # noqa: PLC0415 (the journal's own encoding)
 
@@ -233,7 +294,8 @@ def test_a_sealed_segment_that_ends_in_damage_is_set_aside_once_its_whole_record
     journal.append_many([(*message("A"), T0), (*message("B"), T0 + 1)])
     journal.spool.close()
     (segment,) = journal.spool.segments()
-    with open(segment.path, "ab") as file:
+    with open(segment.path, "r+b") as file:
+        file.seek(spool.decode(file.read()).end)  # where the zeros set aside begin
         file.write(b"not a record")
     with caplog.at_level(logging.ERROR, logger="soapreceptor.journal"):
         assert journal.ingest() == 2
@@ -241,8 +303,8 @@ def test_a_sealed_segment_that_ends_in_damage_is_set_aside_once_its_whole_record
     assert stored_assignments(journal) == ["A", "B"]
     assert journal.spool.segments() == []
     aside = journal.spool.directory / spool.DAMAGED / segment.name
-    assert aside.read_bytes().endswith(b"not a record"), "kept, for a person to look at"
-    assert "ends in 12 bytes that are not a whole record (damaged)" in caplog.text
+    assert b"not a record" in aside.read_bytes(), "kept, for a person to look at"
+    assert "holds bytes that are not a whole record (damaged) from offset" in caplog.text
     assert "every record before them is in the journal" in caplog.text
 
 
