@@ -142,6 +142,9 @@ _APPEND_MESSAGE: Final[str] = (
     " timestamp, signature, body, body_sha256, event_count, events, events_queued)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)"
 )
+_SET_SEGMENT_OFFSET: Final[str] = (
+    "INSERT INTO spool_segments (name, offset) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET offset = excluded.offset"
+)
 _INSERT_EVENT: Final[str] = (
     "INSERT INTO events (message_id, seq, event_type, event_time, hit_type_id, hit_id, assignment_id,"
     " version, dedup_key, state, duplicate_of, next_attempt_at, updated_at, lease_owner, lease_expires)"
@@ -444,14 +447,11 @@ class Journal:
             segments = self.spool.segments()
             offsets = {str(name): int(at) for name, at in conn.execute("SELECT name, offset FROM spool_segments")}
             taken: list[list[tuple[float, int, tuple[object, ...], str, int]]] = []
-            leftovers: dict[str, str] = {}
             for number, segment in enumerate(segments):
                 start = offsets.get(segment.name, 0)
                 if start == _FINISHED or not self.spool.has_more(segment, start):
                     continue
                 decoded = self.spool.read(segment, start)
-                if decoded.rest and not decoded.records:
-                    leftovers[segment.name] = decoded.rest
                 taken.append(
                     [
                         (received_at, number, row, segment.name, start + end)
@@ -463,18 +463,14 @@ class Journal:
             if merged:
                 self._append(conn, [row for _, _, row, _, _ in merged])
                 reached = {name: end for _, _, _, name, end in merged}
-                conn.executemany(
-                    "INSERT INTO spool_segments (name, offset) VALUES (?, ?)"
-                    " ON CONFLICT (name) DO UPDATE SET offset = excluded.offset",
-                    list(reached.items()),
-                )
+                conn.executemany(_SET_SEGMENT_OFFSET, list(reached.items()))
                 offsets.update(reached)
             # Progress kept for segments that are gone is of no more use (they are never re-created).
             present = {segment.name for segment in segments}
             gone = [name for name in offsets if name not in present]
             conn.executemany("DELETE FROM spool_segments WHERE name = ?", [(name,) for name in gone])
         self._ingested = {segment.name: offsets.get(segment.name, 0) for segment in segments}
-        self._tidy_spool(segments, offsets, leftovers)
+        self._tidy_spool(segments, offsets)
         return len(merged)
 
     def _spool_changed(self) -> bool:
@@ -485,16 +481,14 @@ class Journal:
             if at is None or (at != _FINISHED and self.spool.has_more(segment, at)):
                 return True
         # Nothing new: only segments taken whole may go, if their writers have left them.
-        self._tidy_spool(segments, self._ingested, {})
+        self._tidy_spool(segments, self._ingested)
         return False
 
-    def _tidy_spool(self, segments: list[Segment], offsets: dict[str, int], leftovers: dict[str, str]) -> None:
+    def _tidy_spool(self, segments: list[Segment], offsets: dict[str, int]) -> None:
         """Delete the segments taken whole whose writer has left them; set aside those that end in damage."""
         for segment in segments:
             at = offsets.get(segment.name, 0)
             finished = at == _FINISHED
-            if not finished and self.spool.has_more(segment, at) and segment.name not in leftovers:
-                continue
             with self.spool.sealed(segment) as sealed:
                 if not sealed:
                     continue
@@ -509,11 +503,7 @@ class Journal:
                         # Marked finished in a synced commit, then deleted: were it to come back after a
                         # power loss (its deletion not yet on disk), it would not be taken again.
                         with self._write(synced=True) as conn:
-                            conn.execute(
-                                "INSERT INTO spool_segments (name, offset) VALUES (?, ?)"
-                                " ON CONFLICT (name) DO UPDATE SET offset = excluded.offset",
-                                (segment.name, _FINISHED),
-                            )
+                            conn.execute(_SET_SEGMENT_OFFSET, (segment.name, _FINISHED))
                     self.spool.remove(segment)
                     self._ingested.pop(segment.name, None)
                 except FileNotFoundError:

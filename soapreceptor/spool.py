@@ -293,10 +293,11 @@ class Spool:
                 file.seek(offset)
                 while True:
                     step = file.read(_READ_STEP)
-                    decoded = decode(pending + step)
+                    data = pending + step
+                    decoded = decode(data)
                     records += [(record, taken + end) for record, end in decoded.records]
                     taken += decoded.end
-                    pending = (pending + step)[decoded.end :]
+                    pending = data[decoded.end :]
                     if not step or decoded.rest in ("unwritten", "damaged") or taken >= limit:
                         return Decoded(records, taken, decoded.rest)
         except FileNotFoundError:

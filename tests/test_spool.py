@@ -207,48 +207,15 @@ def test_full_segments_are_left_for_new_ones_and_deleted_once_ingested(tmp_path:
     assert stored_assignments(journal) == ["M0", "M1", "M2", "M3"]
 
 
-def _append_past_the_file_size_limit(path: str, limit: int, results: multiprocessing.Queue[str]) -> None:
-    # The kernel refuses writes past RLIMIT_FSIZE (EFBIG): a real failed write, part-way through a record.
+def _append_under_a_file_size_limit(
+    path: str, limit: int, preallocate: int, results: multiprocessing.Queue[str]
+) -> None:
+    """Append one message at a time until one fails and two more have been tried; each outcome, to ``results``."""
+    # The kernel refuses writes past RLIMIT_FSIZE (EFBIG): a real failed write.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
     journal = Journal(path)
-    # No space set aside ahead: the records' own write is the one that fails.
-    journal.spool = Spool(journal.spool.directory, preallocate=1)
-    outcomes = []
-    for number in range(6):
-        try:
-            journal.append_many([(*message(f"M{number}"), T0 + number)])
-            outcomes.append(f"M{number}")
-        except JournalError as exc:
-            outcomes.append(f"failed: {exc}")
-    results.put(repr(outcomes))
-
-
-def test_a_write_that_fails_part_way_is_cut_off_and_the_next_append_starts_a_new_segment(tmp_path: Path) -> None:
-    path = str(tmp_path / "journal.db")
-    size = len(spool.encode(_record_of(message("M0"))))
-    context = multiprocessing.get_context("fork")
-    results: multiprocessing.Queue[str] = context.Queue()
-    # Room for two records and part of a third in each segment.
-    child = context.Process(target=_append_past_the_file_size_limit, args=(path, 2 * size + size // 2, results))
-    child.start()
-    outcomes = eval(results.get(timeout=60))  # noqa: S307 (our own child's repr of a list of str)
-    child.join(60)
-    assert outcomes[:2] == ["M0", "M1"]
-    assert outcomes[2].startswith("failed: the journal could not store the messages: could not write the spool segment")
-    assert outcomes[3:5] == ["M3", "M4"], "a new segment takes the next ones"
-    journal = Journal(path)
-    accepted = [outcome for outcome in outcomes if not outcome.startswith("failed")]
-    assert journal.ingest() == len(accepted)
-    assert stored_assignments(journal) == accepted, "what was acknowledged, and nothing of the failed write"
-    assert not (journal.spool.directory / spool.DAMAGED).exists()
-    assert journal.spool.segments() == []
-
-
-def _append_until_the_space_set_aside_cannot_grow(path: str, results: multiprocessing.Queue[str]) -> None:
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (spool.PREALLOCATE + 1000, spool.PREALLOCATE + 1000))
-    journal = Journal(path)
+    journal.spool = Spool(journal.spool.directory, preallocate=preallocate)
     outcomes: list[str] = []
     for number in range(10_000):
         try:
@@ -261,14 +228,36 @@ def _append_until_the_space_set_aside_cannot_grow(path: str, results: multiproce
     results.put(repr(outcomes))
 
 
-def test_a_segment_that_cannot_set_more_space_aside_is_left_whole(tmp_path: Path) -> None:
-    path = str(tmp_path / "journal.db")
+def _outcomes_under_a_file_size_limit(path: str, limit: int, preallocate: int) -> list[str]:
     context = multiprocessing.get_context("fork")
     results: multiprocessing.Queue[str] = context.Queue()
-    child = context.Process(target=_append_until_the_space_set_aside_cannot_grow, args=(path, results))
+    child = context.Process(target=_append_under_a_file_size_limit, args=(path, limit, preallocate, results))
     child.start()
-    outcomes = eval(results.get(timeout=120))  # noqa: S307 (our own child's repr of a list of str)
+    outcomes: list[str] = eval(results.get(timeout=120))  # noqa: S307 (our own child's repr of a list of str)
     child.join(60)
+    return outcomes
+
+
+def test_a_write_that_fails_part_way_is_cut_off_and_the_next_append_starts_a_new_segment(tmp_path: Path) -> None:
+    path = str(tmp_path / "journal.db")
+    size = len(spool.encode(_record_of(message("M0"))))
+    # Room for two records and part of a third in each segment; no space set aside ahead, so that
+    # the records' own write is the one that fails.
+    outcomes = _outcomes_under_a_file_size_limit(path, 2 * size + size // 2, preallocate=1)
+    assert outcomes[:2] == ["M0", "M1"]
+    assert outcomes[2].startswith("failed: the journal could not store the messages: could not write the spool segment")
+    assert outcomes[3:5] == ["M3", "M4"], "a new segment takes the next ones"
+    journal = Journal(path)
+    accepted = [outcome for outcome in outcomes if not outcome.startswith("failed")]
+    assert journal.ingest() == len(accepted)
+    assert stored_assignments(journal) == accepted, "what was acknowledged, and nothing of the failed write"
+    assert not (journal.spool.directory / spool.DAMAGED).exists()
+    assert journal.spool.segments() == []
+
+
+def test_a_segment_that_cannot_set_more_space_aside_is_left_whole(tmp_path: Path) -> None:
+    path = str(tmp_path / "journal.db")
+    outcomes = _outcomes_under_a_file_size_limit(path, spool.PREALLOCATE + 1000, spool.PREALLOCATE)
     failed = [outcome for outcome in outcomes if outcome.startswith("failed")]
     assert len(failed) == 1, failed
     assert "File too large" in failed[0]
