@@ -274,7 +274,7 @@ def _check_journaled(journal: Path, name: str, answered: int) -> None:
 
     reader = Journal(journal, durable=False)
     try:
-        reader.ingest()
+        reader.ingest(everything=True)
     finally:
         reader.close()
     # closing(): a connection's own with-block ends the transaction, not the connection.

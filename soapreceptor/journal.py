@@ -57,7 +57,7 @@ from typing import Final
 from . import progress
 from .errors import SoapreceptorError
 from .model import Event, Notification
-from .spool import Record, Segment, Spool, SpoolError
+from .spool import READ_BYTES, Record, Segment, Spool, SpoolError
 
 _logger = logging.getLogger("soapreceptor.journal")
 
@@ -429,8 +429,13 @@ class Journal:
         except SpoolError as exc:
             raise JournalError(f"the journal could not store the messages: {exc}") from exc
 
-    def ingest(self) -> int:
+    def ingest(self, *, everything: bool = False) -> int:
         """Move the messages spooled by the receptor's workers into the journal, in arrival order; how many.
+
+        One call takes at most about :data:`~soapreceptor.spool.READ_BYTES`
+        of each segment (a turn of the dispatcher, not a whole backlog in one
+        transaction); with ``everything``, it goes on until every message
+        spooled before the call is in (what a reader needs to see).
 
         In one synced transaction, whoever ingests: the messages, and how far
         into each segment they were taken, so that none is ever taken twice
@@ -441,6 +446,20 @@ class Journal:
         segment that ends in bytes that are not a whole record is set aside
         (in ``damaged/``) for a person to look at, and logged.
         """
+        if not everything:
+            return self._ingest_some()
+        # Each turn takes up to READ_BYTES more of every segment that has more, so
+        # the largest segment present now bounds the turns; later appends may wait.
+        largest = max((segment.size for segment in self.spool.segments()), default=0)
+        taken = 0
+        for _ in range(largest // READ_BYTES + 1):
+            took = self._ingest_some()
+            taken += took
+            if not took:
+                break
+        return taken
+
+    def _ingest_some(self) -> int:
         if not self._spool_changed():
             return 0
         with self._write(synced=True) as conn:
@@ -541,7 +560,7 @@ class Journal:
         messages spooled before these are ingested and judged first.
         """
         rows = [_message_row(notification, arrival, now) for notification, arrival, now in messages]
-        self.ingest()
+        self.ingest(everything=True)
         with self._write() as conn:
             self._queue(conn, None)  # messages appended before these are judged first
             self._append(conn, rows)
@@ -563,7 +582,8 @@ class Journal:
         arrival order. Messages still in the spool are ingested first.
         Returns what was stored for each message queued.
         """
-        self.ingest()
+        # All of it only for a reader (no limit): the dispatcher takes turns of a size.
+        self.ingest(everything=limit is None)
         with self._write() as conn:
             return self._queue(conn, limit)
 
@@ -935,7 +955,7 @@ class Journal:
     def _ingest_before_reading(self) -> None:
         # Counts include the messages still in the spool; a journal that cannot be written is read as it is.
         with contextlib.suppress(JournalError):
-            self.ingest()
+            self.ingest(everything=True)
 
     def get(self, event_id: int) -> StoredEvent | None:
         self._queue_before_reading()

@@ -128,6 +128,30 @@ def test_readers_see_spooled_messages_at_once(tmp_path: Path) -> None:
     assert stored_assignments(reader) == ["A1", "A2"]
 
 
+def test_readers_see_a_spooled_backlog_larger_than_one_turn_of_the_dispatcher(tmp_path: Path) -> None:
+    # The dispatcher takes about spool.READ_BYTES of a segment per turn; a reader takes it all.
+    writer, reader = Journal(tmp_path / "journal.db"), Journal(tmp_path / "journal.db")
+    notification, arrival = message("A")
+    padding = b"<!--" + b"x" * 200_000 + b"-->"  # a large body, as a spooled message may have
+    count = spool.READ_BYTES // len(padding) * 3 + 1  # more than three turns' worth
+    writer.append_many(
+        [(notification, Arrival(arrival.body + padding, request_id=f"r{n}"), T0 + n) for n in range(count)]
+    )
+    assert reader.counts()["pending"] == count
+    assert message_count(reader.path) == count
+    (first, *_) = reader.events()
+    assert first.message_id == 1
+    # The dispatcher's own turn stays bounded, so its transactions do.
+    other = Journal(tmp_path / "other.db")
+    other.append_many(
+        [(notification, Arrival(arrival.body + padding, request_id=f"r{n}"), T0 + n) for n in range(count)]
+    )
+    first_turn = other.ingest()
+    assert 0 < first_turn < count
+    assert other.ingest(everything=True) == count - first_turn
+    assert message_count(other.path) == count
+
+
 def _append_at(path: str, times: list[float], label: str) -> None:
     journal = Journal(path)
     for number, at in enumerate(times):
