@@ -70,6 +70,11 @@ def _parser() -> argparse.ArgumentParser:
     dispatch.add_argument(
         "--nice", type=int, default=0, metavar="N", help="lower the dispatcher's CPU priority by N (as nice(1))"
     )
+    dispatch.add_argument(
+        "--idle",
+        action="store_true",
+        help="run only on CPU time nothing else wants (Linux SCHED_IDLE; elsewhere the lowest nice)",
+    )
     dispatch.set_defaults(run=_dispatch)
 
     events = commands.add_parser("events", help="list the events in the journal")
@@ -204,6 +209,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     journal = _journal()  # checked here, so a bad path is one clear line and exit 2
     if args.nice:
         os.nice(args.nice)
+    if args.idle:
+        _run_when_idle()
 
     def make_dispatcher() -> Dispatcher:
         return Dispatcher(
@@ -215,6 +222,21 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     journal.close()
     return supervise(make_dispatcher, parent=args.parent)
+
+
+def _run_when_idle() -> None:
+    """Give this process (and the dispatcher it forks) only the CPU time no other process wants.
+
+    The embedded dispatcher shares the cores with the workers whose answers
+    MTurk is waiting for, and the events are safe in the journal meanwhile:
+    under SCHED_IDLE any worker that wakes takes the CPU from it at once,
+    rather than after a share of it (which a nice value only makes smaller).
+    Where there is no SCHED_IDLE, the lowest nice value is the nearest thing.
+    """
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        os.nice(19 - os.nice(0))
 
 
 def _events(args: argparse.Namespace) -> int:

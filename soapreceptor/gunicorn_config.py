@@ -128,9 +128,10 @@ def when_ready(server: Any) -> None:
     if os.environ.get("SOAPRECEPTOR_DISPATCHER", "embedded").strip().lower() == "off":
         server.log.info("soapreceptor: no embedded dispatcher (SOAPRECEPTOR_DISPATCHER=off)")
         return
-    # At a lower CPU priority than the workers: under a burst the answers
+    # Only on CPU time the workers leave (SCHED_IDLE): under a burst the answers
     # (MTurk waits for them) come first, the journal holds the events meanwhile.
-    command = [sys.executable, "-m", "soapreceptor.cli", "dispatch", "--parent", str(os.getpid()), "--nice", "10"]
+    # At nice 10 it still took about a quarter of a core from them at full speed.
+    command = [sys.executable, "-m", "soapreceptor.cli", "dispatch", "--parent", str(os.getpid()), "--idle"]
     _dispatcher = subprocess.Popen(command)  # noqa: S603 (our own interpreter and module)
     server.log.info("soapreceptor: dispatcher started (pid %s)", _dispatcher.pid)
 

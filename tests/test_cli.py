@@ -195,3 +195,26 @@ def test_wsdl_prints_the_version_contract_with_the_given_address(tmp_path: Path)
     assert root.tag == f"{{{WSDL}}}definitions"
     assert root.get("targetNamespace") == "http://requester.mturk.amazonaws.com/doc/2006-08-23"
     assert [a.get("location") for a in root.iter(f"{{{WSDL_SOAP}}}address")] == ["https://example.org/mturk"]
+
+
+@pytest.mark.parametrize("scheduler", ["SCHED_IDLE", "none"])
+def test_dispatch_idle_takes_the_lowest_priority_there_is(scheduler: str) -> None:
+    # In a child: a process cannot raise its own priority again.
+    code = "\n".join(
+        [
+            "import os",
+            "from soapreceptor import cli",
+            "def refuse(*args): raise OSError('no SCHED_IDLE here')",
+            *(["os.sched_setscheduler = refuse"] if scheduler == "none" else []),
+            "cli._run_when_idle()",
+            "print(os.sched_getscheduler(0) == os.SCHED_IDLE, os.nice(0))",
+        ]
+    )
+    if scheduler == "SCHED_IDLE" and not hasattr(os, "SCHED_IDLE"):
+        pytest.skip("SCHED_IDLE is Linux's")
+    done = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=support.DEADLINE
+    )
+    assert done.returncode == 0, done.stderr
+    idle, nice = done.stdout.split()
+    assert (idle, nice) == (("True", "0") if scheduler == "SCHED_IDLE" else ("False", "19"))

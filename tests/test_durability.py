@@ -503,6 +503,23 @@ def victims(tree: list[Proc], how: str) -> list[Proc]:
     return [master, *(proc for proc in children if not proc.is_dispatcher)]
 
 
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux's")
+def test_the_embedded_dispatcher_runs_only_on_cpu_time_the_workers_leave(server_factory: ServerFactory) -> None:
+    server = server_factory({})
+    assert server.process is not None
+    master = server.process.pid
+
+    def dispatchers() -> list[Proc] | None:
+        found = [proc for proc in process_tree(master) if proc.is_dispatcher]
+        return found if len(found) == 2 else None  # the supervisor and the dispatcher it forked
+
+    found = wait_for(dispatchers, "the embedded dispatcher's supervisor and the dispatcher it forks")
+    assert {os.sched_getscheduler(proc.pid) for proc in found} == {os.SCHED_IDLE}
+    others = [proc for proc in process_tree(master) if not proc.is_dispatcher]
+    assert len(others) == 3, others  # the master and its 2 workers answer at the usual priority
+    assert {os.sched_getscheduler(proc.pid) for proc in others} == {os.SCHED_OTHER}
+
+
 def test_answered_events_survive_sigkill_of_the_whole_server_and_reach_the_hook(
     server_factory: ServerFactory, journal: Journal, tmp_path: Path
 ) -> None:
