@@ -938,6 +938,18 @@ class Journal:
         with self._write():
             pass
 
+    def check_accepting(self) -> None:
+        """Raise :class:`JournalError` unless accepted messages can be stored now (in the spool).
+
+        What the receptor's answers need, and all a readiness probe asks:
+        unlike :meth:`check_writable` it takes no lock, so it never waits for
+        the dispatcher (which runs only on CPU time the workers leave).
+        """
+        try:
+            self.spool.check_writable()
+        except SpoolError as exc:
+            raise JournalError(str(exc)) from exc
+
     def lease_owners(self) -> list[str]:
         """The dispatchers that hold claims right now."""
         return [
@@ -973,12 +985,19 @@ class Journal:
         )
         return [_stored(row) for row in rows]
 
-    def counts(self) -> dict[str, int]:
-        """How many events are in each state (those of messages not yet queued count as pending)."""
+    def counts(self, *, ingest: bool = True) -> dict[str, int]:
+        """How many events are in each state (those of messages not yet queued count as pending).
+
+        The messages still in the spool are moved into the journal first, so
+        that they count; with ``ingest=False`` nothing is written and they do
+        not (what a metrics scrape wants: it must never do the dispatcher's
+        work, nor wait for the dispatcher's lock).
+        """
         # One statement, so one snapshot: read in two, a dispatcher queueing a
         # message's events between them would hide them from both counts
         # (no longer unqueued, not yet seen in the events table).
-        self._ingest_before_reading()
+        if ingest:
+            self._ingest_before_reading()
         rows = self._read(
             "SELECT state, COUNT(*) FROM events GROUP BY state UNION ALL"
             " SELECT 'unqueued', TOTAL(event_count) FROM messages INDEXED BY messages_unqueued"
@@ -988,19 +1007,27 @@ class Journal:
         found["pending"] = found.get("pending", 0) + found.pop("unqueued", 0)
         return {state: found.get(state, 0) for state in STATES}
 
-    def oldest_pending(self) -> float | None:
+    def oldest_pending(self, *, ingest: bool = True) -> float | None:
         """When the oldest event not yet handed on arrived (``time.time()`` seconds); None if there is none.
 
         Pending events include those waiting for a retry and those of
         messages not yet queued, as in :meth:`counts`: how far behind the
         hook is, whether because the dispatcher cannot keep up or because
-        the hook keeps failing.
+        the hook keeps failing. With ``ingest=False`` nothing is written:
+        the messages still in the spool are read where they are (the first
+        one of each segment), not moved into the journal.
         """
+        if not ingest:
+            found = [at for at in (self._oldest_in_journal(), self._oldest_spooled()) if at is not None]
+            return min(found, default=None)
+        self._ingest_before_reading()
+        return self._oldest_in_journal()
+
+    def _oldest_in_journal(self) -> float | None:
         # Messages are queued in arrival order, so a pending event in the events
         # table is always older than any message still unqueued: the first
         # subquery's answer, when there is one, is the oldest. One statement, one
         # snapshot (see counts).
-        self._ingest_before_reading()
         row = self._read(
             "SELECT COALESCE("
             "(SELECT m.received_at FROM events AS e INDEXED BY events_pending JOIN messages AS m"
@@ -1009,6 +1036,24 @@ class Journal:
             " ORDER BY id LIMIT 1))"
         )[0]
         return None if row[0] is None else float(row[0])
+
+    def _oldest_spooled(self) -> float | None:
+        """When the oldest message still in the spool arrived, read from the segments; None if there is none."""
+        taken = {str(name): int(at) for name, at in self._read("SELECT name, offset FROM spool_segments")}
+        oldest: float | None = None
+        try:
+            for segment in self.spool.segments():
+                at = taken.get(segment.name, 0)
+                if at == _FINISHED:
+                    continue
+                # Each segment in arrival order: its first record not yet taken is its oldest.
+                decoded = self.spool.read(segment, at, limit=1)
+                if decoded.records:
+                    received_at, _row = _unspooled(decoded.records[0][0])
+                    oldest = received_at if oldest is None else min(oldest, received_at)
+        except SpoolError as exc:
+            raise JournalError(f"the journal could not read its spool: {exc}") from exc
+        return oldest
 
     def redeliver(self, event_ids: Iterable[int], now: float | None = None) -> list[int]:
         """Put delivered or dead events back in line; returns the ids that were (not those still pending).

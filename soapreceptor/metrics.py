@@ -9,7 +9,10 @@ single process) the counters live in the process, as usual.
 
 The event counts by state, and how long the oldest pending event has waited,
 are not counters at all: they are read from the journal at scrape time, so
-every worker reports the same, exact numbers.
+every worker reports the same numbers. A scrape only reads: the counts are of
+the events the dispatcher has taken into the journal (the messages still in
+the workers' spool are not counted yet), and the oldest pending event's wait
+takes the spool into account too.
 """
 
 from __future__ import annotations
@@ -93,11 +96,15 @@ class JournalCollector:
     def collect(self) -> Iterator[GaugeMetricFamily]:
         from prometheus_client.core import GaugeMetricFamily  # noqa: PLC0415 (see get())
 
-        gauge = GaugeMetricFamily("soapreceptor_events", "events in the journal, by state", labels=["state"])
+        gauge = GaugeMetricFamily(
+            "soapreceptor_events", "events in the journal (not those still in the spool), by state", labels=["state"]
+        )
         try:
-            for state, count in self.journal.counts().items():
+            # Read only: a scrape never moves the spool into the journal (the
+            # dispatcher's work) nor waits for the dispatcher's lock.
+            for state, count in self.journal.counts(ingest=False).items():
                 gauge.add_metric([state], count)
-            oldest = self.journal.oldest_pending()
+            oldest = self.journal.oldest_pending(ingest=False)
         except JournalError:
             return  # /readyz says why; a scrape should still show the counters
         yield gauge

@@ -168,7 +168,7 @@ class ReceptorApp:
         journal = self.receptor.journal
         problems = []
         try:
-            journal.check_writable()
+            journal.check_accepting()
             last_beat = journal.last_heartbeat()
         except JournalError as exc:
             return [f"the journal cannot be written: {exc}"]

@@ -5,7 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import sqlite3
 from collections.abc import Callable
+from contextlib import closing
+from pathlib import Path
 
 from soapreceptor.signature import sign
 from soapreceptor.timestamps import format_timestamp
@@ -127,3 +130,27 @@ def test_metrics_are_made_once_whichever_thread_asks_first() -> None:
         thread.join(timeout=60)
     assert len(made) == 8
     assert all(m is made[0] for m in made)
+
+
+def test_probes_and_scrapes_only_read_so_they_never_wait_for_the_journal(
+    server_factory: Callable[..., Server], tmp_path: Path
+) -> None:
+    """/readyz and /metrics answer while the journal's write lock is held elsewhere for as long as it takes.
+
+    As a dispatcher running on idle CPU time may hold it, under load: the
+    answers to MTurk need only the workers' spool, and so do the probes. A
+    scrape reads what the spool holds but leaves moving it to the dispatcher.
+    """
+    journal = tmp_path / "journal.db"
+    server = server_factory({"SOAPRECEPTOR_JOURNAL": str(journal)})
+    assert wait_for(lambda: get(server, "/readyz") == (200, "ready\n"), "readiness")
+    with closing(sqlite3.connect(journal, timeout=60)) as holder:
+        holder.execute("BEGIN IMMEDIATE")
+        assert post(server.url, signed("L1")).status == 200
+        assert get(server, "/readyz") == (200, "ready\n")
+        status, text = get(server, "/metrics")
+        assert status == 200
+        assert sample(text, "soapreceptor_oldest_pending_seconds") > 0, "the message waits, in the spool"
+        assert holder.execute("SELECT COUNT(*) FROM messages").fetchone()[0] == 0, "the scrape moved nothing"
+        holder.rollback()
+    server.wait_for_events(1)  # the lock free, the dispatcher takes the message in and hands it on

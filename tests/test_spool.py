@@ -178,6 +178,27 @@ def test_messages_from_several_workers_are_ingested_in_arrival_order(tmp_path: P
     assert journal.spool.segments() == [], "both writers have left their segments: taken whole, they go"
 
 
+def test_a_read_only_look_finds_the_oldest_spooled_message_and_moves_nothing(tmp_path: Path) -> None:
+    # What a metrics scrape does: it must neither do the dispatcher's work nor wait for its lock.
+    path = str(tmp_path / "journal.db")
+    journal = Journal(path)
+    assert journal.oldest_pending(ingest=False) is None
+    journal.append_many([(*message("late"), T0 + 5)])
+    child = multiprocessing.get_context("fork").Process(target=_append_at, args=(path, [T0 + 2, T0 + 9], "other"))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0
+    with closing(sqlite3.connect(path)) as holder:
+        holder.execute("BEGIN IMMEDIATE")  # the write lock, held by someone else throughout
+        assert journal.oldest_pending(ingest=False) == T0 + 2, "the oldest of either segment's first message"
+        assert journal.counts(ingest=False)["pending"] == 0, "spooled messages count once they are taken in"
+        holder.rollback()
+    assert message_count(journal.path) == 0
+    assert journal.ingest() == 3
+    assert journal.oldest_pending(ingest=False) == T0 + 2, "from the journal now"
+    assert journal.counts(ingest=False)["pending"] == 3
+
+
 def test_a_process_that_forked_keeps_its_segment_and_the_child_gets_its_own(tmp_path: Path) -> None:
     path = str(tmp_path / "journal.db")
     journal = Journal(path)
