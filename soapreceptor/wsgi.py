@@ -169,9 +169,12 @@ class ReceptorApp:
         problems = []
         try:
             journal.check_accepting()
+        except JournalError as exc:
+            return [f"accepted messages cannot be stored: {exc}"]
+        try:
             last_beat = journal.last_heartbeat()
         except JournalError as exc:
-            return [f"the journal cannot be written: {exc}"]
+            return [f"the journal cannot be read: {exc}"]
         # A dispatcher beats every few seconds, except while a hook call runs.
         silence = max(30.0, 2 * self.settings.hook_timeout + 10)
         if last_beat is None:

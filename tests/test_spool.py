@@ -378,6 +378,8 @@ def test_an_unwritable_spool_is_refused_and_said_where(tmp_path: Path) -> None:
         journal.append_many([(*message("A"), T0)])
     with pytest.raises(JournalError, match=r"journal\.db-spool"):
         journal.check_writable()
+    with pytest.raises(JournalError, match=r"journal\.db-spool"):
+        journal.check_accepting()
 
 
 def test_segments_are_found_oldest_first_and_a_missing_spool_has_none(tmp_path: Path) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import shutil
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -192,3 +194,17 @@ def test_get_without_wsdl_explains_itself() -> None:
 def test_healthz() -> None:
     reply = harness().request("GET", path="/healthz")
     assert (reply.code, reply.body) == (200, b"ok\n")
+
+
+def test_readiness_says_when_accepted_messages_could_not_be_stored(tmp_path: Path) -> None:
+    h = harness(journal=str(tmp_path / "journal.db"))
+    h.app.receptor.journal.heartbeat("a dispatcher")
+    ready = h.request("GET", path="/readyz")
+    assert (ready.code, ready.body) == (200, b"ready\n")
+    spool = tmp_path / "journal.db-spool"
+    shutil.rmtree(spool, ignore_errors=True)
+    spool.write_text("a file where the spool should be")
+    reply = h.request("GET", path="/readyz")
+    assert reply.code == 503
+    assert reply.body.decode().startswith("accepted messages cannot be stored: ")
+    assert "journal.db-spool" in reply.body.decode()
