@@ -17,8 +17,9 @@ the message's metadata as JSON and its body as raw bytes. The records are
 followed by zeros: a writer sets space aside ahead of them (:data:`PREALLOCATE`
 at a time) by writing zeros, so that most syncs write the records alone;
 syncing a write that makes the file longer also commits the file system's
-journal, which took about a sixth of the receptor's throughput. The first
-zero where a record would start is where the records end.
+journal, which took about a sixth of the receptor's throughput. (Where there
+is no room to set space aside, the records are written on their own.) The
+first zero where a record would start is where the records end.
 
 A writer holds an ``flock`` on its segment for as long as it may append to
 it; it takes the lock before the segment has its name (created under a
@@ -190,10 +191,7 @@ class Spool:
             try:
                 end = self._size + len(data)
                 if end > self._allocated:
-                    # Set more space aside, in the same sync: the file grows once per PREALLOCATE bytes.
-                    allocated = -(-end // self.preallocate) * self.preallocate
-                    _write_all(fd, bytes(allocated - end), end)
-                    self._allocated = allocated
+                    self._set_aside(fd, end)
                 _write_all(fd, data, self._size)
                 os.fdatasync(fd)
             except OSError as exc:
@@ -203,6 +201,23 @@ class Spool:
             self._size += len(data)
             if self._size >= self.segment_bytes:
                 self._leave()
+
+    def _set_aside(self, fd: int, end: int) -> None:
+        """Set space aside after ``end``, synced with the records: the file grows once per PREALLOCATE bytes.
+
+        Where there is no room for that (a nearly full disk, a file size
+        limit), what was taken is given back and the records are written on
+        their own: a message that fits must not be refused for want of the
+        space set aside after it.
+        """
+        allocated = -(-end // self.preallocate) * self.preallocate
+        try:
+            _write_all(fd, bytes(allocated - end), end)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, max(self._allocated, self._size))
+            return
+        self._allocated = allocated
 
     def close(self) -> None:
         """Leave this process's segment (it is sealed: the ingester may take it and delete it)."""

@@ -315,6 +315,24 @@ def test_a_segment_that_cannot_set_more_space_aside_is_left_whole(tmp_path: Path
     assert not (journal.spool.directory / spool.DAMAGED).exists()
 
 
+def test_messages_that_fit_are_taken_where_no_space_can_be_set_aside(tmp_path: Path) -> None:
+    # As on a nearly full disk: here a file size limit below the space set aside at a time.
+    path = str(tmp_path / "journal.db")
+    size = len(spool.encode(_record_of(message("M0000"))))  # as large as any record below
+    limit = spool.PREALLOCATE // 4
+    outcomes = _outcomes_under_a_file_size_limit(path, limit, spool.PREALLOCATE)
+    failed = [outcome for outcome in outcomes if outcome.startswith("failed")]
+    assert len(failed) == 1, failed
+    assert "File too large" in failed[0]
+    assert outcomes.index(failed[0]) >= limit // size, "every message that fitted was taken"
+    assert outcomes[-3:-2] == failed, "the next two went to a new segment"
+    journal = Journal(path)
+    accepted = [outcome for outcome in outcomes if not outcome.startswith("failed")]
+    assert journal.ingest() == len(accepted)
+    assert stored_assignments(journal) == accepted
+    assert not (journal.spool.directory / spool.DAMAGED).exists()
+
+
 def _record_of(parsed: tuple[Notification, Arrival]) -> Record:
     from soapreceptor.journal import _message_row, _spooled  # noqa: PLC0415 (the journal's own encoding)
 
