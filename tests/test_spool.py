@@ -300,7 +300,7 @@ def test_a_write_that_fails_part_way_is_cut_off_and_the_next_append_starts_a_new
     assert journal.spool.segments() == []
 
 
-def test_a_segment_that_cannot_set_more_space_aside_is_left_whole(tmp_path: Path) -> None:
+def test_a_segment_with_no_room_left_for_a_record_is_left_whole(tmp_path: Path) -> None:
     path = str(tmp_path / "journal.db")
     outcomes = _outcomes_under_a_file_size_limit(path, spool.PREALLOCATE + 1000, spool.PREALLOCATE)
     failed = [outcome for outcome in outcomes if outcome.startswith("failed")]
