@@ -37,7 +37,7 @@ from .journal import Journal, JournalError, Outcome, StoredEvent
 from .progress import ProgressLog
 
 if TYPE_CHECKING:
-    from prometheus_client import Counter
+    from prometheus_client import Counter, Histogram
 
 logger = logging.getLogger("soapreceptor.dispatch")
 
@@ -109,7 +109,7 @@ class Dispatcher:
     stopping: bool = False
     #: The hook's time limit while :meth:`run` or :meth:`step` runs (see :meth:`_watching`); none otherwise.
     _watchdog: _Watchdog = field(default_factory=lambda: _Watchdog(0), init=False, repr=False)
-    _delivered: Counter | None = field(default=None, init=False, repr=False)
+    _on_success: tuple[Histogram, Counter] | None = field(default=None, init=False, repr=False)
 
     @property
     def lease(self) -> float:
@@ -174,15 +174,18 @@ class Dispatcher:
                 claimed.id, event.event_type, attempt, self.retry.max_attempts, delay, error,
             )  # fmt: skip
             return Outcome(claimed.id, "pending", error, retry_at, count=count)
-        metrics.get().hook_duration.observe(time.perf_counter() - started)
-        self._delivered_counter().inc()
+        took, delivered = self._success_metrics()
+        took.observe(time.perf_counter() - started)
+        delivered.inc()
         return Outcome(claimed.id, "delivered", count=count)
 
-    def _delivered_counter(self) -> Counter:
-        # Looked up once: a labelled child costs more to find than to increment.
-        if self._delivered is None:
-            self._delivered = metrics.get().dispatch_attempts.labels("delivered")
-        return self._delivered
+    def _success_metrics(self) -> tuple[Histogram, Counter]:
+        # Looked up once, as they are recorded for every event: finding them (a
+        # labelled child above all) costs more than recording.
+        if self._on_success is None:
+            found = metrics.get()
+            self._on_success = (found.hook_duration, found.dispatch_attempts.labels("delivered"))
+        return self._on_success
 
     def run(self, should_continue: Callable[[], bool] = lambda: True) -> None:
         """Deliver events until :meth:`stop` is called or ``should_continue`` returns False.

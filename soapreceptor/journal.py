@@ -51,6 +51,7 @@ import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii as _json_string  # json.dumps's escaping of a str
 from pathlib import Path
 from typing import Final
 
@@ -229,7 +230,22 @@ def dedup_key(event: Event) -> str | None:
     """
     if event.event_time is None:
         return None
-    return json.dumps([event.event_type, event.hit_id, event.assignment_id, event.event_time.isoformat()])
+    return _key(event.event_type, event.hit_id, event.assignment_id, event.event_time.isoformat())
+
+
+def _key(event_type: str, hit_id: str | None, assignment_id: str | None, event_time: str) -> str:
+    """:func:`dedup_key` from the fields as stored (``event_time`` in ISO format): what ``json.dumps`` of them gives.
+
+    Built from the strings directly, with the JSON encoder's own string
+    escaping: the keys of every journal ever written must stay the same.
+    """
+    return (
+        f"[{_json_value(event_type)}, {_json_value(hit_id)}, {_json_value(assignment_id)}, {_json_value(event_time)}]"
+    )
+
+
+def _json_value(value: str | None) -> str:
+    return "null" if value is None else _json_string(value)
 
 
 class Journal:
@@ -1184,9 +1200,14 @@ def _read_unqueued(conn: sqlite3.Connection, limit: int | None, *, after: int = 
         " WHERE events_queued = 0 AND id > ? ORDER BY id LIMIT ?",
         (after, -1 if limit is None else limit),
     ).fetchall():
-        events = _events_from_json(events_json, version)
-        keys = [dedup_key(event) for event in events]
-        rows = _event_rows(message_id, events, keys, [None] * len(events), now=received_at)
+        fields = json.loads(events_json)
+        events = _events_from_fields(fields, version)
+        # The keys and rows from the stored text of each EventTime (what isoformat() gave it), not
+        # from the datetime again: the dispatcher does this for every event.
+        keys = [None if not at else _key(kind, hit, assignment, at) for kind, at, _type, hit, assignment in fields]
+        rows = _event_rows(
+            message_id, events, keys, [None] * len(events), now=received_at, times=[f[1] for f in fields]
+        )
         found.append(_Unqueued(message_id, received_at, digest, events, keys, len(set(keys)) == len(keys), rows))
     return found
 
@@ -1241,16 +1262,21 @@ class _Claim:
 
 
 def _events_from_json(text: str, version: str) -> list[Event]:
+    return _events_from_fields(json.loads(text), version)
+
+
+def _events_from_fields(fields: list[list[str | None]], version: str) -> list[Event]:
+    """Events from a message's ``events`` column, read as JSON (see :func:`_message_row`)."""
     return [
         Event(
-            event_type=event_type,
+            event_type=str(event_type),
             event_time=dt.datetime.fromisoformat(event_time) if event_time else None,
             hit_type_id=hit_type_id,
             hit_id=hit_id,
             assignment_id=assignment_id,
             version=version,
         )
-        for event_type, event_time, hit_type_id, hit_id, assignment_id in json.loads(text)
+        for event_type, event_time, hit_type_id, hit_id, assignment_id in fields
     ]
 
 
@@ -1262,17 +1288,23 @@ def _event_rows(
     *,
     now: float,
     first: int = 0,
+    times: Sequence[str | None] | None = None,
 ) -> list[tuple[object, ...]]:
-    """Rows for :data:`_INSERT_EVENT`: events ``first``, ``first + 1``... of a message, given what each duplicates."""
+    """Rows for :data:`_INSERT_EVENT`: events ``first``, ``first + 1``... of a message, given what each duplicates.
+
+    ``times``: each event's time as stored, if at hand (saves formatting it again).
+    """
+    if times is None:
+        times = [event.event_time.isoformat() if event.event_time else None for event in events]
     rows: list[tuple[object, ...]] = []
-    for seq, (event, key, duplicate_of) in enumerate(zip(events, keys, originals, strict=True), start=first):
+    for seq, (event, key, duplicate_of, at) in enumerate(zip(events, keys, originals, times, strict=True), start=first):
         pending = duplicate_of is None
         rows.append(
             (
                 message_id,
                 seq,
                 event.event_type,
-                event.event_time.isoformat() if event.event_time else None,
+                at,
                 event.hit_type_id,
                 event.hit_id,
                 event.assignment_id,

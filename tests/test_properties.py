@@ -5,6 +5,7 @@ refusal or acceptance, never an unhandled error. The budget is bounded so ``make
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -96,3 +97,21 @@ def test_the_whole_app_on_mutated_recordings(app: ReceptorApp, body: bytes, cont
         assert etree.QName(entry).localname == "Fault"
         assert "Traceback" not in reply.faultstring
         assert KEY_2 not in reply.faultstring
+
+
+@given(
+    st.text(),
+    st.none() | st.text(),
+    st.none() | st.text(),
+    st.datetimes(timezones=st.just(dt.UTC)),
+)
+def test_the_dispatchers_dedup_key_is_json_dumps_of_the_fields_as_every_journal_stored_it(
+    event_type: str, hit_id: str | None, assignment_id: str | None, event_time: dt.datetime
+) -> None:
+    # Keys already stored must keep matching: the quick form must be byte for byte the old one.
+    from soapreceptor.journal import _key, dedup_key  # noqa: PLC0415 (the journal's own helper)
+    from soapreceptor.model import Event  # noqa: PLC0415
+
+    expected = json.dumps([event_type, hit_id, assignment_id, event_time.isoformat()])
+    assert _key(event_type, hit_id, assignment_id, event_time.isoformat()) == expected
+    assert dedup_key(Event(event_type, event_time, None, hit_id, assignment_id, "2006-05-05")) == expected
