@@ -134,18 +134,14 @@ def test_readers_see_a_spooled_backlog_larger_than_one_turn_of_the_dispatcher(tm
     notification, arrival = message("A")
     padding = b"<!--" + b"x" * 200_000 + b"-->"  # a large body, as a spooled message may have
     count = spool.READ_BYTES // len(padding) * 3 + 1  # more than three turns' worth
-    writer.append_many(
-        [(notification, Arrival(arrival.body + padding, request_id=f"r{n}"), T0 + n) for n in range(count)]
-    )
+    backlog = [(notification, Arrival(arrival.body + padding, request_id=f"r{n}"), T0 + n) for n in range(count)]
+    writer.append_many(backlog)
     assert reader.counts()["pending"] == count
     assert message_count(reader.path) == count
-    (first, *_) = reader.events()
-    assert first.message_id == 1
+    assert len(reader.events()) == count
     # The dispatcher's own turn stays bounded, so its transactions do.
     other = Journal(tmp_path / "other.db")
-    other.append_many(
-        [(notification, Arrival(arrival.body + padding, request_id=f"r{n}"), T0 + n) for n in range(count)]
-    )
+    other.append_many(backlog)
     first_turn = other.ingest()
     assert 0 < first_turn < count
     assert other.ingest(everything=True) == count - first_turn
