@@ -1261,10 +1261,6 @@ class _Claim:
         self.room -= len(claimed)
 
 
-def _events_from_json(text: str, version: str) -> list[Event]:
-    return _events_from_fields(json.loads(text), version)
-
-
 def _events_from_fields(fields: list[list[str | None]], version: str) -> list[Event]:
     """Events from a message's ``events`` column, read as JSON (see :func:`_message_row`)."""
     return [

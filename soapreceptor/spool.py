@@ -191,7 +191,7 @@ class Spool:
             try:
                 end = self._size + len(data)
                 if end > self._allocated:
-                    self._set_aside(fd, end)
+                    self._preallocate(fd, end)
                 _write_all(fd, data, self._size)
                 os.fdatasync(fd)
             except OSError as exc:
@@ -202,7 +202,7 @@ class Spool:
             if self._size >= self.segment_bytes:
                 self._leave()
 
-    def _set_aside(self, fd: int, end: int) -> None:
+    def _preallocate(self, fd: int, end: int) -> None:
         """Set space aside after ``end``, synced with the records: the file grows once per PREALLOCATE bytes.
 
         Where there is no room for that (a nearly full disk, a file size
