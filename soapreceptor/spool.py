@@ -41,6 +41,7 @@ import os
 import struct
 import threading
 import time
+import weakref
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -153,6 +154,18 @@ class Segment:
         return self.path.name
 
 
+#: Every Spool of this process, for the fork hook below (weakly: a spool no longer used may go).
+_LIVE: weakref.WeakSet[Spool] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for spool in list(_LIVE):
+        spool._after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class Spool:
     """The spool directory ``directory``: this process's appends, and what the ingester needs.
 
@@ -167,11 +180,11 @@ class Spool:
         self.segment_bytes = segment_bytes
         self.preallocate = preallocate
         self._lock = threading.Lock()
-        self._owner = 0  # the process whose segment _fd is
-        self._fd = -1
+        self._fd = -1  # this process's segment (a forked child lets go of its parent's: _after_fork)
         self._path: Path | None = None
         self._size = 0  # where this process's records end in its segment
         self._allocated = 0  # and where the zeros set aside after them do
+        _LIVE.add(self)
 
     def __repr__(self) -> str:
         return f"<Spool {self.directory}>"
@@ -222,13 +235,25 @@ class Spool:
     def close(self) -> None:
         """Leave this process's segment (it is sealed: the ingester may take it and delete it)."""
         with self._lock:
-            if self._owner == os.getpid():
-                self._leave()
+            self._leave()
+
+    def _after_fork(self) -> None:
+        """In a forked child: let go of the parent's segment, so that it stays the parent's alone.
+
+        The child's copy of the descriptor shares the parent's open file, and
+        so its lock: kept open, it would hold the segment "being written" for
+        as long as the child lives, after the parent has left it, and the
+        ingester could neither seal nor delete it. The thread lock is made
+        anew: another thread of the parent may have held it at the fork.
+        """
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+        self._lock = threading.Lock()
+        self._fd, self._path = -1, None
+        self._size = self._allocated = 0
 
     def _segment(self) -> int:
-        if self._owner != os.getpid():
-            # Inherited through fork: the parent's segment (and its lock) stays the parent's.
-            self._owner, self._fd, self._path = os.getpid(), -1, None
         if self._fd < 0:
             self._fd, self._path = self._create()
             self._size = self._allocated = 0

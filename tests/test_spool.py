@@ -209,6 +209,62 @@ def test_a_process_that_forked_keeps_its_segment_and_the_child_gets_its_own(tmp_
     assert stored_assignments(journal) == ["parent0", "child0", "parent1"]
 
 
+def _say_ready_and_wait(ready: int, reader: int) -> None:
+    os.write(ready, b"r")  # the child runs: what happens at a fork is done
+    os.read(reader, 1)
+
+
+def test_a_forked_child_does_not_keep_its_parents_segment_from_being_sealed(tmp_path: Path) -> None:
+    # The child's copy of the segment's descriptor would share the parent's lock:
+    # once the parent leaves the segment, it must be sealed, whatever the child does.
+    path = str(tmp_path / "journal.db")
+    journal = Journal(path)
+    journal.append_many([(*message("parent0"), T0)])
+    (segment,) = journal.spool.segments()
+    reader, writer = os.pipe()
+    ready_reader, ready = os.pipe()
+    child = multiprocessing.get_context("fork").Process(target=_say_ready_and_wait, args=(ready, reader))
+    child.start()
+    try:
+        assert os.read(ready_reader, 1) == b"r"
+        journal.close()  # the parent leaves its segment; the child lives on
+        with Spool.sealed(segment) as sealed:
+            assert sealed, "the child still holds the parent's segment lock"
+        assert journal.ingest() == 1
+        assert journal.spool.segments() == [], "taken whole and sealed, it is deleted"
+        assert stored_assignments(journal) == ["parent0"]
+    finally:
+        os.write(writer, b"x")
+        child.join(60)
+        for fd in (reader, writer, ready_reader, ready):
+            os.close(fd)
+    assert child.exitcode == 0
+
+
+def test_a_child_forked_while_another_thread_appends_can_append(tmp_path: Path) -> None:
+    # A thread lock held in the parent at the fork would be held for ever in the child.
+    path = str(tmp_path / "journal.db")
+    journal = Journal(path)
+    journal.append_many([(*message("parent0"), T0)])
+    with journal.spool._lock:  # another thread of the parent, in the middle of an append
+        child = multiprocessing.get_context("fork").Process(target=_append_with_journal, args=(journal,))
+        child.start()
+    child.join(60)
+    if child.is_alive():
+        child.kill()
+        child.join()
+        pytest.fail("the child's append waited for a lock only the parent's thread could release")
+    assert child.exitcode == 0
+    journal.close()
+    assert journal.ingest() == 2
+    assert stored_assignments(journal) == ["parent0", "child0"]
+
+
+def _append_with_journal(journal: Journal) -> None:
+    journal.append_many([(*message("child0"), T0 + 1)])
+    journal.close()
+
+
 def test_each_message_is_ingested_once_whoever_ingests_and_whenever_one_fails(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
