@@ -29,7 +29,7 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
 
 # Requests gunicorn refuses before the application sees them (over its limits
 # below, not HTTP at all) get a SOAP fault, not gunicorn's HTML page.
-from soapreceptor import http_faults  # noqa: E402 (after PROMETHEUS_MULTIPROC_DIR is set)
+from soapreceptor import affinity, http_faults  # noqa: E402 (after PROMETHEUS_MULTIPROC_DIR is set)
 
 http_faults.install()
 
@@ -45,6 +45,30 @@ bind = [os.environ.get("SOAPRECEPTOR_BIND", "").strip() or "127.0.0.1:8080"]
 workers = int(os.environ.get("SOAPRECEPTOR_WORKERS", "").strip() or multiprocessing.cpu_count())
 worker_class = "gthread"
 threads = int(os.environ.get("SOAPRECEPTOR_THREADS", "").strip() or 8)
+
+# Each worker on a CPU of its own where there is one for each (SOAPRECEPTOR_CPU_AFFINITY,
+# "auto" or "off"; see soapreceptor.affinity). Checked here, so a wrong value stops the server.
+try:
+    _cpu_affinity = affinity.mode(os.environ)
+except ValueError as _exc:
+    raise SystemExit(f"soapreceptor: {_exc}") from None
+
+
+def pre_fork(server: Any, worker: Any) -> None:
+    """In the master, before a worker forks: choose its CPU (SOAPRECEPTOR_CPU_AFFINITY=auto)."""
+    worker.soapreceptor_cpu = None
+    if _cpu_affinity == "auto":
+        taken = [getattr(other, "soapreceptor_cpu", None) for other in server.WORKERS.values()]
+        worker.soapreceptor_cpu = affinity.cpu_for_new_worker(server.num_workers, taken)
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    """In the new worker, before it starts its threads: run on the CPU chosen for it."""
+    cpu = getattr(worker, "soapreceptor_cpu", None)
+    if cpu is not None:
+        affinity.pin(cpu)
+        server.log.info("soapreceptor: worker %s runs on CPU %s", os.getpid(), cpu)
+
 
 # Load the application once in the master: the settings and the hook are
 # checked before any worker starts (a bad hook stops the server at start),

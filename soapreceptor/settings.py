@@ -19,6 +19,8 @@
 ``SOAPRECEPTOR_HOOK_TIMEOUT``    seconds one hook call may take (30)
 ``SOAPRECEPTOR_MAX_BODY``        the largest request body accepted, in bytes (262144: 256 KiB)
 ``SOAPRECEPTOR_LOG_FORMAT``      ``text`` (default) or ``json``: one JSON object per log line (read by gunicorn_config)
+``SOAPRECEPTOR_CPU_AFFINITY``    ``auto`` (default) or ``off``: each worker on a CPU of its own where there is
+                                 one for each (read by gunicorn_config; see :mod:`soapreceptor.affinity`)
 ===============================  ==========================================================
 """
 

@@ -520,6 +520,61 @@ def test_the_embedded_dispatcher_runs_only_on_cpu_time_the_workers_leave(server_
     assert {os.sched_getscheduler(proc.pid) for proc in others} == {os.SCHED_OTHER}
 
 
+def _usable_cpus() -> set[int]:
+    return os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
+
+
+@pytest.mark.skipif(len(_usable_cpus()) < 2, reason="pinning needs sched_setaffinity and 2 CPUs or more")
+def test_each_worker_runs_on_a_cpu_of_its_own_and_a_replacement_takes_the_one_left_free(
+    server_factory: ServerFactory,
+) -> None:
+    server = server_factory({})  # 2 workers
+    assert server.process is not None
+    master = server.process.pid
+    allowed = _usable_cpus()
+
+    def workers() -> list[Proc]:
+        return [proc for proc in process_tree(master) if proc.parent == master and not proc.is_dispatcher]
+
+    def pinned() -> dict[int, set[int]] | None:
+        # A worker pins itself just after the fork: wait until both have.
+        cpus = {proc.pid: os.sched_getaffinity(proc.pid) for proc in workers()}
+        return cpus if len(cpus) == 2 and all(len(cpu) == 1 for cpu in cpus.values()) else None
+
+    cpus = wait_for(pinned, "both workers to be pinned")
+    assert len(set.union(*cpus.values())) == 2, f"both workers on one CPU: {cpus}"
+    assert set.union(*cpus.values()) <= allowed
+    # The master and the dispatcher go where the scheduler puts them.
+    assert os.sched_getaffinity(master) == allowed
+    dispatchers = wait_for(lambda: [proc for proc in process_tree(master) if proc.is_dispatcher], "the dispatcher")
+    assert all(os.sched_getaffinity(proc.pid) == allowed for proc in dispatchers)
+
+    victim, survivor = cpus
+    os.kill(victim, signal.SIGKILL)
+
+    def replaced() -> dict[int, set[int]] | None:
+        found = pinned()
+        return found if found and victim not in found else None
+
+    after = wait_for(replaced, "a pinned worker in place of the killed one")
+    assert after[survivor] == cpus[survivor]
+    (replacement,) = set(after) - {survivor}
+    assert after[replacement] == cpus[victim], "the replacement takes the CPU the killed worker left free"
+
+
+@pytest.mark.skipif(len(_usable_cpus()) < 2, reason="pinning needs sched_setaffinity and 2 CPUs or more")
+def test_workers_float_with_cpu_affinity_off(server_factory: ServerFactory) -> None:
+    server = server_factory({"SOAPRECEPTOR_CPU_AFFINITY": "off"})
+    assert server.process is not None
+    master = server.process.pid
+
+    def workers() -> list[Proc] | None:
+        found = [p for p in process_tree(master) if p.parent == master and not p.is_dispatcher]
+        return found if len(found) == 2 else None
+
+    assert all(os.sched_getaffinity(proc.pid) == _usable_cpus() for proc in wait_for(workers, "the two workers"))
+
+
 def test_answered_events_survive_sigkill_of_the_whole_server_and_reach_the_hook(
     server_factory: ServerFactory, journal: Journal, tmp_path: Path
 ) -> None:

@@ -407,6 +407,12 @@ def test_wsdl_defaults_to_2006_05_05_and_unknown_versions_get_a_fault(server_fac
             "soapreceptor: no secret is configured: set SOAPRECEPTOR_SECRET",
             id="secret-blank",
         ),
+        pytest.param(
+            {"SOAPRECEPTOR_CPU_AFFINITY": "nearest"},
+            (),
+            "soapreceptor: SOAPRECEPTOR_CPU_AFFINITY is 'nearest'; use 'auto'",
+            id="cpu-affinity",
+        ),
     ],
 )
 def test_gunicorn_refuses_to_start_with_unusable_settings(
