@@ -250,8 +250,7 @@ class Spool:
             with contextlib.suppress(OSError):
                 os.close(self._fd)
         self._lock = threading.Lock()
-        self._fd, self._path = -1, None
-        self._size = self._allocated = 0
+        self._fd, self._path = -1, None  # the next append starts a segment of the child's own (_segment)
 
     def _segment(self) -> int:
         if self._fd < 0:

@@ -58,7 +58,7 @@ class Commits:
 
 
 def append_in_threads(commits: GroupCommit, names: list[str]) -> tuple[dict[str, str], list[threading.Thread]]:
-    """Start one thread per message; each records "ok" or its error once its append returns."""
+    """Start one thread per message; each records "ok", the journal's error or a bug once its append returns."""
     outcome: dict[str, str] = {}
 
     def append(name: str) -> None:
@@ -66,6 +66,8 @@ def append_in_threads(commits: GroupCommit, names: list[str]) -> tuple[dict[str,
             commits.append(*message(name))
         except JournalError as exc:
             outcome[name] = f"error: {exc}"
+        except RuntimeError as exc:
+            outcome[name] = f"bug: {exc}"
         else:
             outcome[name] = "ok"
 
@@ -136,22 +138,7 @@ def test_a_commit_that_breaks_leaves_no_one_waiting(tmp_path: Path, monkeypatch:
     commits = GroupCommit(journal)
     first, first_threads = append_in_threads(commits, ["lead"])
     assert recorder.entered.wait(60)
-    names = [f"w{n}" for n in range(3)]
-    outcome: dict[str, str] = {}
-
-    def append(name: str) -> None:
-        try:
-            commits.append(*message(name))
-        except JournalError as exc:
-            outcome[name] = f"not stored: {exc}"
-        except RuntimeError as exc:
-            outcome[name] = f"bug: {exc}"
-        else:
-            outcome[name] = "ok"
-
-    threads = [threading.Thread(target=append, args=(name,)) for name in names]
-    for thread in threads:
-        thread.start()
+    outcome, threads = append_in_threads(commits, [f"w{n}" for n in range(3)])
     assert wait_for(lambda: len(commits._queue) == 3, "the three appends to queue behind the commit")
     recorder.release.set()
     for thread in first_threads + threads:
@@ -160,8 +147,8 @@ def test_a_commit_that_breaks_leaves_no_one_waiting(tmp_path: Path, monkeypatch:
     assert first == {"lead": "ok"}
     assert sorted(outcome.values()) == [
         "bug: a bug in the commit",
-        "not stored: the journal write was interrupted; see the log",
-        "not stored: the journal write was interrupted; see the log",
+        "error: the journal write was interrupted; see the log",
+        "error: the journal write was interrupted; see the log",
     ]
     commits.append(*message("after"))
     assert stored(journal) == ["lead", "after"]
