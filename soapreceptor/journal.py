@@ -439,7 +439,7 @@ class Journal:
         and their events its queue after that (:meth:`queue_events`), off
         the answer path.
         """
-        records = [_spooled(_message_row(notification, arrival, now)) for notification, arrival, now in messages]
+        records = [_spooled(notification, arrival, now) for notification, arrival, now in messages]
         try:
             self.spool.append(records)
         except SpoolError as exc:
@@ -1133,11 +1133,20 @@ class Journal:
 
 def _message_row(notification: Notification, arrival: Arrival, now: float) -> tuple[object, ...]:
     """A message's row for :data:`_APPEND_MESSAGE` (all but the id): worked out before the write lock is taken."""
+    meta, body = _message_meta(notification, arrival, now)
+    return (*meta[:_BODY], body, *meta[_BODY:-1], _COMPACT_JSON.encode(meta[-1]))
+
+
+def _message_meta(notification: Notification, arrival: Arrival, now: float) -> tuple[tuple[object, ...], bytes]:
+    """A message row without its body, with its events as a list, not yet as JSON text; and the body."""
     events = [
         (e.event_type, e.event_time.isoformat() if e.event_time else None, e.hit_type_id, e.hit_id, e.assignment_id)
         for e in notification.events
     ]
-    return (
+    body = arrival.body
+    if not isinstance(body, bytes):
+        raise TypeError(f"a message's body is bytes, not {type(body).__name__}")
+    meta = (
         now,
         arrival.request_id,
         arrival.remote_addr,
@@ -1146,11 +1155,11 @@ def _message_row(notification: Notification, arrival: Arrival, now: float) -> tu
         notification.version_source,
         notification.timestamp,
         notification.signature,
-        arrival.body,
-        hashlib.sha256(arrival.body).hexdigest(),
+        hashlib.sha256(body).hexdigest(),
         len(events),
-        _COMPACT_JSON.encode(events),
+        events,
     )
+    return meta, body
 
 
 #: A spool segment's offset once it is all in the journal and about to be deleted (see Journal._tidy_spool).
@@ -1161,12 +1170,15 @@ _BODY: Final[int] = 8
 _SPOOLED_META: Final[int] = 11
 
 
-def _spooled(row: tuple[object, ...]) -> Record:
-    """A message row (:func:`_message_row`) as a spool record."""
-    body = row[_BODY]
-    if not isinstance(body, bytes):
-        raise TypeError(f"a message's body is bytes, not {type(body).__name__}")
-    return Record(row[:_BODY] + row[_BODY + 1 :], body)
+def _spooled(notification: Notification, arrival: Arrival, now: float) -> Record:
+    """A message as a spool record: its row's values but the body, with the body kept apart as raw bytes.
+
+    The events go in as a list, part of the record's one JSON text: as a JSON
+    text of their own inside it, as the journal keeps them, they were encoded
+    twice (the second time escaping every quote), on the answer path.
+    """
+    meta, body = _message_meta(notification, arrival, now)
+    return Record(meta, body)
 
 
 def _unspooled(record: Record) -> tuple[float, tuple[object, ...]]:
@@ -1174,7 +1186,10 @@ def _unspooled(record: Record) -> tuple[float, tuple[object, ...]]:
     meta = record.meta
     if len(meta) != _SPOOLED_META or not isinstance(meta[0], int | float):
         raise JournalError(f"a spool record holds {len(meta)} values, not a message's {_SPOOLED_META}")
-    return float(meta[0]), (*meta[:_BODY], record.body, *meta[_BODY:])
+    events = meta[-1]
+    # A list since the events went in unencoded; JSON text in records spooled before that.
+    events_json = events if isinstance(events, str) else _COMPACT_JSON.encode(events)
+    return float(meta[0]), (*meta[:_BODY], record.body, *meta[_BODY:-1], events_json)
 
 
 @dataclass(frozen=True, slots=True)

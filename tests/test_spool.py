@@ -386,9 +386,33 @@ def test_messages_that_fit_are_taken_where_no_space_can_be_set_aside(tmp_path: P
 
 
 def _record_of(parsed: tuple[Notification, Arrival]) -> Record:
-    from soapreceptor.journal import _message_row, _spooled  # noqa: PLC0415 (the journal's own encoding)
+    from soapreceptor.journal import _spooled  # noqa: PLC0415 (the journal's own encoding)
 
-    return _spooled(_message_row(*parsed, T0))
+    return _spooled(*parsed, T0)
+
+
+def test_a_record_spooled_with_its_events_as_json_text_is_ingested_as_before(tmp_path: Path) -> None:
+    # Records spooled before the events went in as a list (a segment left by the
+    # release before an upgrade) hold them as JSON text: both read the same.
+    import json  # noqa: PLC0415
+
+    path = tmp_path / "journal.db"
+    current = _record_of(message("NEW"))
+    earlier = _record_of(message("OLD"))
+    earlier = Record((*earlier.meta[:-1], json.dumps(earlier.meta[-1], separators=(",", ":"))), earlier.body)
+    journal = Journal(path).open()
+    journal.spool.append([earlier, current])
+    journal.close()
+    journal = Journal(path)
+    assert journal.ingest() == 2
+    assert stored_assignments(journal) == ["OLD", "NEW"]
+    events_texts = _events_column(path)
+    assert events_texts[0] == events_texts[1].replace("NEW", "OLD")
+
+
+def _events_column(path: Path) -> list[str]:
+    with closing(sqlite3.connect(path)) as conn:
+        return [str(text) for (text,) in conn.execute("SELECT events FROM messages ORDER BY id")]
 
 
 def test_a_sealed_segment_that_ends_in_damage_is_set_aside_once_its_whole_records_are_in(
