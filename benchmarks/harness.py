@@ -239,8 +239,8 @@ class Bench:
             "servers": f"gunicorn, {args.workers} {args.worker_class} workers"
             + (f" x {args.threads} threads" if args.worker_class == "gthread" else "")
             + ", each taking at most its share of the keep-alive connections and, where there is a CPU for each,"
-            " running on one of its own (soapreceptor's SOAPRECEPTOR_CPU_AFFINITY=auto); the same settings for all"
-            " three (benchmarks/gunicorn_bench.py)",
+            " running on one of its own (soapreceptor's SOAPRECEPTOR_CPU_AFFINITY=auto), scheduled SCHED_BATCH"
+            " (SOAPRECEPTOR_SCHED_POLICY=batch); the same settings for all three (benchmarks/gunicorn_bench.py)",
             "soapreceptor": "as shipped: full verification, each message synced to its worker's spool before the "
             "answer, the embedded dispatcher moving them into the journal (WAL, synchronous=FULL) and handing every "
             "event to a no-op hook",

@@ -29,7 +29,7 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
 
 # Requests gunicorn refuses before the application sees them (over its limits
 # below, not HTTP at all) get a SOAP fault, not gunicorn's HTML page.
-from soapreceptor import affinity, http_faults  # noqa: E402 (after PROMETHEUS_MULTIPROC_DIR is set)
+from soapreceptor import affinity, http_faults, scheduling  # noqa: E402 (after PROMETHEUS_MULTIPROC_DIR is set)
 
 http_faults.install()
 
@@ -48,8 +48,12 @@ threads = int(os.environ.get("SOAPRECEPTOR_THREADS", "").strip() or 8)
 
 # Each worker on a CPU of its own where there is one for each (SOAPRECEPTOR_CPU_AFFINITY,
 # "auto" or "off"; see soapreceptor.affinity). Checked here, so a wrong value stops the server.
+# And each scheduled without preempting the others on wake-up (SOAPRECEPTOR_SCHED_POLICY,
+# "batch" or "normal"; see soapreceptor.scheduling). Both are checked here, so a wrong value
+# stops the server.
 try:
     _cpu_affinity = affinity.mode(os.environ)
+    _sched_policy = scheduling.policy(os.environ)
 except ValueError as _exc:
     raise SystemExit(f"soapreceptor: {_exc}") from None
 
@@ -63,7 +67,9 @@ def pre_fork(server: Any, worker: Any) -> None:
 
 
 def post_fork(server: Any, worker: Any) -> None:
-    """In the new worker, before it starts its threads: run on the CPU chosen for it."""
+    """In the new worker, before it starts its threads: its scheduling policy, and the CPU chosen for it."""
+    if scheduling.apply(_sched_policy):
+        server.log.info("soapreceptor: worker %s is scheduled SCHED_BATCH", os.getpid())
     cpu = getattr(worker, "soapreceptor_cpu", None)
     if cpu is not None:
         affinity.pin(cpu)

@@ -21,6 +21,8 @@
 ``SOAPRECEPTOR_LOG_FORMAT``      ``text`` (default) or ``json``: one JSON object per log line (read by gunicorn_config)
 ``SOAPRECEPTOR_CPU_AFFINITY``    ``auto`` (default) or ``off``: each worker on a CPU of its own where there is
                                  one for each (read by gunicorn_config; see :mod:`soapreceptor.affinity`)
+``SOAPRECEPTOR_SCHED_POLICY``    ``batch`` (default) or ``normal``: the workers' Linux scheduling policy
+                                 (read by gunicorn_config; see :mod:`soapreceptor.scheduling`)
 ===============================  ==========================================================
 """
 

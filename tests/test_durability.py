@@ -11,6 +11,7 @@ test starts, the test stops.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -517,7 +518,35 @@ def test_the_embedded_dispatcher_runs_only_on_cpu_time_the_workers_leave(server_
     assert {os.sched_getscheduler(proc.pid) for proc in found} == {os.SCHED_IDLE}
     others = [proc for proc in process_tree(master) if not proc.is_dispatcher]
     assert len(others) == 3, others  # the master and its 2 workers answer at the usual priority
-    assert {os.sched_getscheduler(proc.pid) for proc in others} == {os.SCHED_OTHER}
+    assert os.sched_getscheduler(master) == os.SCHED_OTHER
+    # The workers too, SCHED_BATCH being the usual priority without preemption on wake-up: all their
+    # threads, once each has set it (just after its fork).
+    _wait_for_worker_policies(master, os.SCHED_BATCH)
+
+
+def _wait_for_worker_policies(master: int, policy: int) -> None:
+    def policies() -> set[frozenset[int]]:
+        workers = [proc for proc in process_tree(master) if proc.parent == master and not proc.is_dispatcher]
+        return {_thread_policies(proc.pid) for proc in workers} if len(workers) == 2 else set()
+
+    wait_for(lambda: policies() == {frozenset({policy})} or None, f"both workers' threads under policy {policy}")
+
+
+def _thread_policies(pid: int) -> frozenset[int]:
+    """The scheduling policies of the threads of process ``pid``."""
+    found = set()
+    with contextlib.suppress(FileNotFoundError):  # the process is gone: no threads
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(ProcessLookupError):  # the thread is gone
+                found.add(os.sched_getscheduler(int(tid)))
+    return frozenset(found)
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="SCHED_BATCH is Linux's")
+def test_workers_keep_the_default_policy_with_sched_policy_normal(server_factory: ServerFactory) -> None:
+    server = server_factory({"SOAPRECEPTOR_SCHED_POLICY": "normal"})
+    assert server.process is not None
+    _wait_for_worker_policies(server.process.pid, os.SCHED_OTHER)
 
 
 def _usable_cpus() -> set[int]:

@@ -413,6 +413,12 @@ def test_wsdl_defaults_to_2006_05_05_and_unknown_versions_get_a_fault(server_fac
             "soapreceptor: SOAPRECEPTOR_CPU_AFFINITY is 'nearest'; use 'auto'",
             id="cpu-affinity",
         ),
+        pytest.param(
+            {"SOAPRECEPTOR_SCHED_POLICY": "fifo"},
+            (),
+            "soapreceptor: SOAPRECEPTOR_SCHED_POLICY is 'fifo'; use 'batch'",
+            id="sched-policy",
+        ),
     ],
 )
 def test_gunicorn_refuses_to_start_with_unusable_settings(
