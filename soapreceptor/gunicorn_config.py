@@ -127,7 +127,7 @@ logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "line": {"format": "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"},
+        "line": {"()": "soapreceptor.logs.LineFormatter"},
         "json": {"()": "soapreceptor.logs.JsonFormatter"},
     },
     "handlers": {
