@@ -10,8 +10,10 @@ the same fair scheduler without that preemption on wake-up: the waker runs
 on until it blocks or its time slice ends. Measured side by side on 2
 CPUs (10-event messages, full speed, alternating rounds), it cut the
 workers' involuntary context switches by more than half and raised
-soapreceptor's rate by about 7 % (the bare limit's by about 3 %), with
-p99 latency at half of peak no worse.
+soapreceptor's rate by 7 to 11 % (the bare limit's by 3 to 4 %); p99
+latency at half of peak was no worse in those runs (6.8-10.8 against
+7.8-10.0 ms), and the full-speed tails seen in some runs (20-95 ms) came
+under either policy.
 
 The price is on a host shared with busy programs of the default policy: a
 woken worker waits for the running one to block or use up its slice (a few
