@@ -23,18 +23,17 @@ import os
 from collections.abc import Collection, Iterable, Mapping
 from typing import Final
 
-MODES: Final[tuple[str, ...]] = ("auto", "off")
+from . import settings
+
+MODES: Final[Mapping[str, str]] = {
+    "auto": "each worker on a CPU of its own where there is one for each",
+    "off": "workers go where the scheduler puts them",
+}
 
 
 def mode(environ: Mapping[str, str]) -> str:
     """``SOAPRECEPTOR_CPU_AFFINITY`` from ``environ``: ``auto`` (the default) or ``off``."""
-    value = environ.get("SOAPRECEPTOR_CPU_AFFINITY", "").strip().lower() or "auto"
-    if value not in MODES:
-        raise ValueError(
-            f"SOAPRECEPTOR_CPU_AFFINITY is {value!r}; use 'auto' (each worker on a CPU of its own "
-            "where there is one for each) or 'off' (workers go where the scheduler puts them)"
-        )
-    return value
+    return settings.one_of(environ, "SOAPRECEPTOR_CPU_AFFINITY", MODES)
 
 
 def choose_cpu(allowed: Collection[int], taken: Iterable[int | None]) -> int:

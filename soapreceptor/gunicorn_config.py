@@ -47,10 +47,9 @@ worker_class = "gthread"
 threads = int(os.environ.get("SOAPRECEPTOR_THREADS", "").strip() or 8)
 
 # Each worker on a CPU of its own where there is one for each (SOAPRECEPTOR_CPU_AFFINITY,
-# "auto" or "off"; see soapreceptor.affinity). Checked here, so a wrong value stops the server.
-# And each scheduled without preempting the others on wake-up (SOAPRECEPTOR_SCHED_POLICY,
-# "batch" or "normal"; see soapreceptor.scheduling). Both are checked here, so a wrong value
-# stops the server.
+# "auto" or "off"; see soapreceptor.affinity), and scheduled without preempting the others on
+# wake-up (SOAPRECEPTOR_SCHED_POLICY, "batch" or "normal"; see soapreceptor.scheduling).
+# Both are checked here, so a wrong value stops the server.
 try:
     _cpu_affinity = affinity.mode(os.environ)
     _sched_policy = scheduling.policy(os.environ)

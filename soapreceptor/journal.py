@@ -1133,8 +1133,7 @@ class Journal:
 
 def _message_row(notification: Notification, arrival: Arrival, now: float) -> tuple[object, ...]:
     """A message's row for :data:`_APPEND_MESSAGE` (all but the id): worked out before the write lock is taken."""
-    meta, body = _message_meta(notification, arrival, now)
-    return (*meta[:_BODY], body, *meta[_BODY:-1], _COMPACT_JSON.encode(meta[-1]))
+    return _row(*_message_meta(notification, arrival, now))
 
 
 def _message_meta(notification: Notification, arrival: Arrival, now: float) -> tuple[tuple[object, ...], bytes]:
@@ -1186,10 +1185,15 @@ def _unspooled(record: Record) -> tuple[float, tuple[object, ...]]:
     meta = record.meta
     if len(meta) != _SPOOLED_META or not isinstance(meta[0], int | float):
         raise JournalError(f"a spool record holds {len(meta)} values, not a message's {_SPOOLED_META}")
+    return float(meta[0]), _row(meta, record.body)
+
+
+def _row(meta: tuple[object, ...], body: bytes) -> tuple[object, ...]:
+    """A message row from its values but the body (:func:`_message_meta`) and the body."""
     events = meta[-1]
     # A list since the events went in unencoded; JSON text in records spooled before that.
     events_json = events if isinstance(events, str) else _COMPACT_JSON.encode(events)
-    return float(meta[0]), (*meta[:_BODY], record.body, *meta[_BODY:-1], events_json)
+    return (*meta[:_BODY], body, *meta[_BODY:-1], events_json)
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,18 +33,17 @@ import os
 from collections.abc import Mapping
 from typing import Final
 
-POLICIES: Final[tuple[str, ...]] = ("batch", "normal")
+from . import settings
+
+POLICIES: Final[Mapping[str, str]] = {
+    "batch": "workers do not preempt one another on wake-up",
+    "normal": "the kernel's default policy",
+}
 
 
 def policy(environ: Mapping[str, str]) -> str:
     """``SOAPRECEPTOR_SCHED_POLICY`` from ``environ``: ``batch`` (the default) or ``normal``."""
-    value = environ.get("SOAPRECEPTOR_SCHED_POLICY", "").strip().lower() or "batch"
-    if value not in POLICIES:
-        raise ValueError(
-            f"SOAPRECEPTOR_SCHED_POLICY is {value!r}; use 'batch' (workers do not preempt one another "
-            "on wake-up) or 'normal' (the kernel's default policy)"
-        )
-    return value
+    return settings.one_of(environ, "SOAPRECEPTOR_SCHED_POLICY", POLICIES)
 
 
 def apply(name: str) -> bool:

@@ -170,6 +170,19 @@ def read_secret_file(path: Path) -> list[str]:
     return secrets
 
 
+def one_of(env: Mapping[str, str], name: str, choices: Mapping[str, str]) -> str:
+    """Setting ``name`` from ``env``: one of ``choices`` (value -> what it does), the first when unset.
+
+    Case and surrounding blanks do not matter. Raises ValueError naming
+    every choice and what it does, for the caller to stop with.
+    """
+    value = env.get(name, "").strip().lower() or next(iter(choices))
+    if value not in choices:
+        listed = [f"{choice!r} ({meaning})" for choice, meaning in choices.items()]
+        raise ValueError(f"{name} is {value!r}; use {', '.join(listed[:-1])} or {listed[-1]}")
+    return value
+
+
 def _number(env: Mapping[str, str], name: str, default: float) -> float:
     raw = env.get(name, "").strip()
     if not raw:

@@ -524,9 +524,14 @@ def test_the_embedded_dispatcher_runs_only_on_cpu_time_the_workers_leave(server_
     _wait_for_worker_policies(master, os.SCHED_BATCH)
 
 
+def _workers(master: int) -> list[Proc]:
+    """gunicorn's workers: the master's children but the embedded dispatcher."""
+    return [proc for proc in process_tree(master) if proc.parent == master and not proc.is_dispatcher]
+
+
 def _wait_for_worker_policies(master: int, policy: int) -> None:
     def policies() -> set[frozenset[int]]:
-        workers = [proc for proc in process_tree(master) if proc.parent == master and not proc.is_dispatcher]
+        workers = _workers(master)
         return {_thread_policies(proc.pid) for proc in workers} if len(workers) == 2 else set()
 
     wait_for(lambda: policies() == {frozenset({policy})} or None, f"both workers' threads under policy {policy}")
@@ -562,12 +567,9 @@ def test_each_worker_runs_on_a_cpu_of_its_own_and_a_replacement_takes_the_one_le
     master = server.process.pid
     allowed = _usable_cpus()
 
-    def workers() -> list[Proc]:
-        return [proc for proc in process_tree(master) if proc.parent == master and not proc.is_dispatcher]
-
     def pinned() -> dict[int, set[int]] | None:
         # A worker pins itself just after the fork: wait until both have.
-        cpus = {proc.pid: os.sched_getaffinity(proc.pid) for proc in workers()}
+        cpus = {proc.pid: os.sched_getaffinity(proc.pid) for proc in _workers(master)}
         return cpus if len(cpus) == 2 and all(len(cpu) == 1 for cpu in cpus.values()) else None
 
     cpus = wait_for(pinned, "both workers to be pinned")
@@ -598,7 +600,7 @@ def test_workers_float_with_cpu_affinity_off(server_factory: ServerFactory) -> N
     master = server.process.pid
 
     def workers() -> list[Proc] | None:
-        found = [p for p in process_tree(master) if p.parent == master and not p.is_dispatcher]
+        found = _workers(master)
         return found if len(found) == 2 else None
 
     assert all(os.sched_getaffinity(proc.pid) == _usable_cpus() for proc in wait_for(workers, "the two workers"))
