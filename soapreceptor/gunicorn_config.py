@@ -13,7 +13,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from typing import Any
 
 from gunicorn import glogging
@@ -21,10 +20,14 @@ from gunicorn import glogging
 # /metrics adds up the counters of every worker and the dispatcher through
 # files in this directory (prometheus-client's multiprocess mode). It must be
 # set before any of them imports prometheus_client, so here, first; a fresh
-# one per server, removed when the master exits.
-_metrics_dir = None
+# one per server, removed when the master exits (or, if it was killed, by the
+# next server to start: soapreceptor.metrics.server_directory).
+_metrics_dir: str | None = None
+_metrics_lock = -1
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-    _metrics_dir = tempfile.mkdtemp(prefix="soapreceptor-metrics-")
+    from soapreceptor import metrics as _metrics  # does not import prometheus_client
+
+    _metrics_dir, _metrics_lock = _metrics.server_directory()
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
 
 # Requests gunicorn refuses before the application sees them (over its limits
@@ -183,3 +186,4 @@ def on_exit(server: Any) -> None:
             _dispatcher.wait()
     if _metrics_dir is not None:
         shutil.rmtree(_metrics_dir, ignore_errors=True)
+        os.close(_metrics_lock)

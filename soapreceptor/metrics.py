@@ -3,9 +3,9 @@
 Under gunicorn every worker and the dispatcher is its own process, so the
 counters use prometheus-client's multiprocess mode: ``gunicorn_config`` points
 ``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory before any process imports
-this module, each process writes its own file there, and a scrape from any
-worker adds them all up. Without that variable (a receptor in a test, a
-single process) the counters live in the process, as usual.
+prometheus-client (:func:`server_directory`), each process writes its own file
+there, and a scrape from any worker adds them all up. Without that variable (a
+receptor in a test, a single process) the counters live in the process, as usual.
 
 The event counts by state, and how long the oldest pending event has waited,
 are not counters at all: they are read from the journal at scrape time, so
@@ -17,7 +17,11 @@ takes the spool into account too.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -64,6 +68,61 @@ class Metrics:
             self.dispatch_attempts,
             self.hook_duration,
         )
+
+
+#: The name of every server's directory of multiprocess files starts with this (:func:`server_directory`).
+DIRECTORY_PREFIX = "soapreceptor-metrics-"
+#: The file in it that its server holds locked for as long as any of the server's processes lives.
+_OWNER = "owner.lock"
+
+
+def server_directory(parent: str | None = None) -> tuple[str, int]:
+    """A fresh directory for a server's multiprocess files in ``parent`` (the temporary directory), and its lock.
+
+    The directory's lock is held through the returned descriptor, which the
+    server's forked workers share: it is released when the last of them has
+    exited, however they exit. First removes the directories of servers
+    that were killed before they could remove their own (SIGKILL, the OOM
+    killer), so that these do not pile up in ``/tmp`` one per crash.
+    """
+    parent = tempfile.gettempdir() if parent is None else parent
+    remove_abandoned(parent)
+    # Locked before it has its name: no other server's sweep ever sees it unlocked.
+    making = tempfile.mkdtemp(prefix=f".{DIRECTORY_PREFIX}", dir=parent)
+    fd = os.open(os.path.join(making, _OWNER), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    path = os.path.join(parent, os.path.basename(making)[1:])
+    os.rename(making, path)
+    return path, fd
+
+
+def remove_abandoned(parent: str) -> list[str]:
+    """Remove this user's server directories in ``parent`` that no live process holds; the paths removed.
+
+    A directory without the owner file (made by a version before this one)
+    is left alone: nothing tells whether its server still runs.
+    """
+    removed = []
+    with contextlib.suppress(OSError), os.scandir(parent) as entries:
+        for entry in entries:
+            if not entry.name.startswith(DIRECTORY_PREFIX) or not entry.is_dir(follow_symlinks=False):
+                continue
+            try:
+                if entry.stat(follow_symlinks=False).st_uid != os.getuid():
+                    continue
+                fd = os.open(os.path.join(entry.path, _OWNER), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # its server (or one of its workers) still runs
+            finally:
+                # A lock taken here goes with the descriptor; the directory goes next either way.
+                os.close(fd)
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(entry.path)
+    return removed
 
 
 _made: list[Metrics] = []

@@ -168,6 +168,8 @@ class Server:
         return self.workdir / "server.log"
 
     def full_env(self) -> dict[str, str]:
+        """The server's environment; makes the directory it is given as TMPDIR (tempfile would fall back to /tmp)."""
+        (self.workdir / "tmp").mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("SOAPRECEPTOR_")}
         env.update(
             {
@@ -177,6 +179,8 @@ class Server:
                 "SOAPRECEPTOR_SECRET": KEY_2,
                 "SOAPRECEPTOR_BIND": "127.0.0.1:0",
                 "SOAPRECEPTOR_WORKERS": str(self.workers),
+                # Its temporary files (the metrics directory among them) in the test's own directory.
+                "TMPDIR": str(self.workdir / "tmp"),
             }
         )
         env.update(self.env)
@@ -191,9 +195,9 @@ class Server:
             str(REPO / "deploy" / "gunicorn.conf.py"),
             "soapreceptor.wsgi:application",
         ]
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        env = self.full_env()
         with self.log_file.open("wb") as log:
-            self.process = subprocess.Popen(command, cwd=self.workdir, env=self.full_env(), stdout=log, stderr=log)
+            self.process = subprocess.Popen(command, cwd=self.workdir, env=env, stdout=log, stderr=log)
         listening = wait_for(self._listening, "gunicorn to listen")
         self.url = f"http://{listening}/"
         wait_for(self._healthy, "the receptor to answer /healthz")

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import os
 import re
+import signal
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
+from soapreceptor import metrics
 from soapreceptor.signature import sign
 from soapreceptor.timestamps import format_timestamp
+from tests import support
 from tests.support import ACCEPTED_EVENT, KEY_2, Server, amazon_envelope, post, wait_for
 
 
@@ -154,3 +161,92 @@ def test_probes_and_scrapes_only_read_so_they_never_wait_for_the_journal(
         assert holder.execute("SELECT COUNT(*) FROM messages").fetchone()[0] == 0, "the scrape moved nothing"
         holder.rollback()
     server.wait_for_events(1)  # the lock free, the dispatcher takes the message in and hands it on
+
+
+# A process that takes a metrics directory as a gunicorn master does, forks a
+# child that shares its lock as a worker does, prints the directory and both
+# pids, and sleeps until killed.
+_HOLDER = """
+import os, sys, time
+from soapreceptor import metrics
+path, fd = metrics.server_directory(sys.argv[1])
+child = os.fork()
+if child == 0:
+    time.sleep(600)
+    os._exit(0)
+print(path, os.getpid(), child, flush=True)
+time.sleep(600)
+"""
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    # A zombie still answers: it is gone once it says so in /proc.
+    status = Path(f"/proc/{pid}/status")
+    return not status.exists() or "\nState:\tZ" in status.read_text()
+
+
+def test_a_metrics_directory_is_removed_once_no_process_of_its_server_lives(tmp_path: Path) -> None:
+    legacy = tmp_path / f"{metrics.DIRECTORY_PREFIX}legacy"  # made before directories had an owner file
+    legacy.mkdir()
+    unrelated = tmp_path / "someone-elses"
+    unrelated.mkdir()
+    with subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(tmp_path)], stdout=subprocess.PIPE, text=True, cwd=support.REPO
+    ) as holder:
+        assert holder.stdout is not None
+        path, parent, child = holder.stdout.readline().split()
+        try:
+            directory = Path(path)
+            assert directory.parent == tmp_path
+            assert directory.name.startswith(metrics.DIRECTORY_PREFIX)
+            assert metrics.remove_abandoned(str(tmp_path)) == [], "its server is alive"
+            # The master killed, its worker still running: the worker still writes its files there.
+            os.kill(int(parent), signal.SIGKILL)
+            holder.wait(timeout=support.DEADLINE)
+            assert metrics.remove_abandoned(str(tmp_path)) == [], "a worker of its server is alive"
+            assert directory.is_dir()
+            os.kill(int(child), signal.SIGKILL)
+            wait_for(lambda: _gone(int(child)), "the orphaned child to exit")
+            assert metrics.remove_abandoned(str(tmp_path)) == [str(directory)]
+            assert not directory.exists()
+            # Only directories with an owner file that nobody holds go.
+            assert legacy.is_dir()
+            assert unrelated.is_dir()
+        finally:
+            for pid in (parent, child):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
+
+
+def test_a_killed_servers_metrics_directory_goes_when_the_next_server_starts(
+    server_factory: Callable[..., Server], tmp_path: Path
+) -> None:
+    shared = tmp_path / "shared-tmp"
+    shared.mkdir()
+
+    def directories() -> list[Path]:
+        return sorted(shared.glob(f"{metrics.DIRECTORY_PREFIX}*"))
+
+    first = server_factory({"TMPDIR": str(shared)}, name="first")
+    (killed,) = directories()
+    assert first.process is not None
+    tree = [first.process.pid, *_children(first.process.pid)]
+    os.kill(first.process.pid, signal.SIGKILL)  # no on_exit: the master cannot clean up
+    first.process.wait(timeout=support.DEADLINE)
+    wait_for(lambda: all(_gone(pid) for pid in tree), "the killed master's workers and dispatcher to exit")
+    assert directories() == [killed]
+
+    second = server_factory({"TMPDIR": str(shared)}, name="second")
+    (own,) = directories()
+    assert own != killed, "the next server removed the killed one's directory and made its own"
+    second.stop()
+    assert directories() == [], "a server that stops removes its directory"
+
+
+def _children(pid: int) -> list[int]:
+    """The processes ``pid`` started (gunicorn's workers and the embedded dispatcher)."""
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
