@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterable, Mapping
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,6 +147,76 @@ def wait_for(predicate: Any, what: str, deadline: float = DEADLINE) -> Any:
         if time.monotonic() > end:
             raise AssertionError(f"timed out after {deadline:.0f} s waiting for {what}")
         time.sleep(0.05)
+
+
+# --- processes, as /proc shows them (no psutil; /proc/<pid>/task/*/children may be missing) ----------
+
+
+@dataclass(frozen=True)
+class Proc:
+    """A process seen at one moment; its start time tells it apart from a later process with the same pid."""
+
+    pid: int
+    parent: int
+    started: int
+    command: str
+
+    @property
+    def is_dispatcher(self) -> bool:
+        return "soapreceptor.cli" in self.command and "dispatch" in self.command
+
+    def alive(self) -> bool:
+        """Still running (a zombie waiting for a reaper has exited: it counts as gone)."""
+        stat = _stat(self.pid)
+        return stat is not None and stat[0] not in "ZX" and stat[2] == self.started
+
+
+def _stat(pid: int) -> tuple[str, int, int] | None:
+    """State, parent pid and start time of ``pid``, or None if there is no such process."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2 :].split()
+    return fields[0], int(fields[1]), int(fields[19])
+
+
+def _command(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def process_tree(root: int) -> list[Proc]:
+    """``root`` and every live descendant of it, root first."""
+    stats = {int(entry.name): _stat(int(entry.name)) for entry in Path("/proc").iterdir() if entry.name.isdigit()}
+    live = {pid: stat for pid, stat in stats.items() if stat is not None and stat[0] not in "ZX"}
+    tree, frontier = [], [root]
+    while frontier:
+        pid = frontier.pop(0)
+        if pid in live:
+            _state, parent, started = live[pid]
+            tree.append(Proc(pid, parent, started, _command(pid)))
+            frontier += [child for child, stat in live.items() if stat[1] == pid]
+    return tree
+
+
+def wait_gone(procs: Iterable[Proc], what: str) -> None:
+    """Wait until none of ``procs`` runs any more; fail naming the survivors."""
+    procs = list(procs)
+    try:
+        wait_for(lambda: not any(proc.alive() for proc in procs), what)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; still running: {[p for p in procs if p.alive()]}") from None
+
+
+def kill_all(procs: Iterable[Proc]) -> None:
+    """SIGKILL every one of ``procs`` that is still the same running process."""
+    for proc in procs:
+        if proc.alive():
+            with suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGKILL)
 
 
 @dataclass

@@ -24,7 +24,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,18 @@ from soapreceptor.sender import EventSpec, Sender
 from soapreceptor.timestamps import format_timestamp
 from tests import support
 from tests.durability_hooks import FLAKY_PREFIX, RELEASE_DEADLINE, event_key
-from tests.support import DEADLINE, KEY_2, Server, amazon_envelope, post, wait_for
+from tests.support import (
+    DEADLINE,
+    KEY_2,
+    Proc,
+    Server,
+    amazon_envelope,
+    kill_all,
+    post,
+    process_tree,
+    wait_for,
+    wait_gone,
+)
 
 ServerFactory = Callable[..., Server]
 CLI = [sys.executable, "-m", "soapreceptor.cli"]
@@ -146,76 +157,6 @@ class Gate:
 
     def open(self) -> None:
         self.release.touch()
-
-
-# --- processes, as /proc shows them (no psutil; /proc/<pid>/task/*/children may be missing) ----------
-
-
-@dataclass(frozen=True)
-class Proc:
-    """A process seen at one moment; its start time tells it apart from a later process with the same pid."""
-
-    pid: int
-    parent: int
-    started: int
-    command: str
-
-    @property
-    def is_dispatcher(self) -> bool:
-        return "soapreceptor.cli" in self.command and "dispatch" in self.command
-
-    def alive(self) -> bool:
-        """Still running (a zombie waiting for a reaper has exited: it counts as gone)."""
-        stat = _stat(self.pid)
-        return stat is not None and stat[0] not in "ZX" and stat[2] == self.started
-
-
-def _stat(pid: int) -> tuple[str, int, int] | None:
-    """State, parent pid and start time of ``pid``, or None if there is no such process."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = text[text.rindex(")") + 2 :].split()
-    return fields[0], int(fields[1]), int(fields[19])
-
-
-def _command(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
-        return ""
-
-
-def process_tree(root: int) -> list[Proc]:
-    """``root`` and every live descendant of it, root first."""
-    stats = {int(entry.name): _stat(int(entry.name)) for entry in Path("/proc").iterdir() if entry.name.isdigit()}
-    live = {pid: stat for pid, stat in stats.items() if stat is not None and stat[0] not in "ZX"}
-    tree, frontier = [], [root]
-    while frontier:
-        pid = frontier.pop(0)
-        if pid in live:
-            _state, parent, started = live[pid]
-            tree.append(Proc(pid, parent, started, _command(pid)))
-            frontier += [child for child, stat in live.items() if stat[1] == pid]
-    return tree
-
-
-def wait_gone(procs: Iterable[Proc], what: str) -> None:
-    """Wait until none of ``procs`` runs any more; fail naming the survivors."""
-    procs = list(procs)
-    try:
-        wait_for(lambda: not any(proc.alive() for proc in procs), what)
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}; still running: {[p for p in procs if p.alive()]}") from None
-
-
-def kill_all(procs: Iterable[Proc]) -> None:
-    """SIGKILL every one of ``procs`` that is still the same running process."""
-    for proc in procs:
-        if proc.alive():
-            with suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGKILL)
 
 
 def stop_all(processes: Iterable[subprocess.Popen[bytes]]) -> list[int]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import os
@@ -179,16 +178,6 @@ time.sleep(600)
 """
 
 
-def _gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    # A zombie still answers: it is gone once it says so in /proc.
-    status = Path(f"/proc/{pid}/status")
-    return not status.exists() or "\nState:\tZ" in status.read_text()
-
-
 def test_a_metrics_directory_is_removed_once_no_process_of_its_server_lives(tmp_path: Path) -> None:
     legacy = tmp_path / f"{metrics.DIRECTORY_PREFIX}legacy"  # made before directories had an owner file
     legacy.mkdir()
@@ -199,6 +188,7 @@ def test_a_metrics_directory_is_removed_once_no_process_of_its_server_lives(tmp_
     ) as holder:
         assert holder.stdout is not None
         path, parent, child = holder.stdout.readline().split()
+        holders = support.process_tree(int(parent))  # it and its child
         try:
             directory = Path(path)
             assert directory.parent == tmp_path
@@ -210,16 +200,14 @@ def test_a_metrics_directory_is_removed_once_no_process_of_its_server_lives(tmp_
             assert metrics.remove_abandoned(str(tmp_path)) == [], "a worker of its server is alive"
             assert directory.is_dir()
             os.kill(int(child), signal.SIGKILL)
-            wait_for(lambda: _gone(int(child)), "the orphaned child to exit")
+            support.wait_gone(holders, "the orphaned child to exit")
             assert metrics.remove_abandoned(str(tmp_path)) == [str(directory)]
             assert not directory.exists()
             # Only directories with an owner file that nobody holds go.
             assert legacy.is_dir()
             assert unrelated.is_dir()
         finally:
-            for pid in (parent, child):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(pid), signal.SIGKILL)
+            support.kill_all(holders)
 
 
 def test_a_killed_servers_metrics_directory_goes_when_the_next_server_starts(
@@ -234,10 +222,10 @@ def test_a_killed_servers_metrics_directory_goes_when_the_next_server_starts(
     first = server_factory({"TMPDIR": str(shared)}, name="first")
     (killed,) = directories()
     assert first.process is not None
-    tree = [first.process.pid, *_children(first.process.pid)]
+    tree = support.process_tree(first.process.pid)
     os.kill(first.process.pid, signal.SIGKILL)  # no on_exit: the master cannot clean up
     first.process.wait(timeout=support.DEADLINE)
-    wait_for(lambda: all(_gone(pid) for pid in tree), "the killed master's workers and dispatcher to exit")
+    support.wait_gone(tree, "the killed master's workers and dispatcher to exit")
     assert directories() == [killed]
 
     second = server_factory({"TMPDIR": str(shared)}, name="second")
@@ -245,8 +233,3 @@ def test_a_killed_servers_metrics_directory_goes_when_the_next_server_starts(
     assert own != killed, "the next server removed the killed one's directory and made its own"
     second.stop()
     assert directories() == [], "a server that stops removes its directory"
-
-
-def _children(pid: int) -> list[int]:
-    """The processes ``pid`` started (gunicorn's workers and the embedded dispatcher)."""
-    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
