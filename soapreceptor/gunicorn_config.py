@@ -7,6 +7,7 @@ command line or, where named below, from the environment.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import multiprocessing
 import os
@@ -24,10 +25,32 @@ from gunicorn import glogging
 # next server to start: soapreceptor.metrics.server_directory).
 _metrics_dir: str | None = None
 _metrics_lock = -1
+_metrics_owner = 0
+
+
+def _remove_metrics_dir() -> None:
+    """Remove this server's metrics directory: in the master that made it, once.
+
+    Called from ``on_exit`` and at interpreter exit: gunicorn skips
+    ``on_exit`` when it stops at start (a setting refused here or by the
+    application it preloads), and the directory should not wait for the next
+    server to sweep it. The forked workers inherit the exit handler, and must
+    not run it.
+    """
+    global _metrics_dir  # noqa: PLW0603 (module state, as gunicorn's hooks are module functions)
+    if _metrics_dir is None or os.getpid() != _metrics_owner:
+        return
+    shutil.rmtree(_metrics_dir, ignore_errors=True)
+    os.close(_metrics_lock)
+    _metrics_dir = None
+
+
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     from soapreceptor import metrics as _metrics  # does not import prometheus_client
 
     _metrics_dir, _metrics_lock = _metrics.server_directory()
+    _metrics_owner = os.getpid()
+    atexit.register(_remove_metrics_dir)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
 
 # Requests gunicorn refuses before the application sees them (over its limits
@@ -184,6 +207,4 @@ def on_exit(server: Any) -> None:
         except subprocess.TimeoutExpired:
             _dispatcher.kill()
             _dispatcher.wait()
-    if _metrics_dir is not None:
-        shutil.rmtree(_metrics_dir, ignore_errors=True)
-        os.close(_metrics_lock)
+    _remove_metrics_dir()

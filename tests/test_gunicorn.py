@@ -424,7 +424,11 @@ def test_wsdl_defaults_to_2006_05_05_and_unknown_versions_get_a_fault(server_fac
 def test_gunicorn_refuses_to_start_with_unusable_settings(
     tmp_path: Path, env: dict[str, str], unset: tuple[str, ...], message: str
 ) -> None:
-    """A bad hook or no secret stops gunicorn at start, non-zero, with one ``soapreceptor:`` line naming the setting."""
+    """A bad hook or no secret stops gunicorn at start, non-zero, with one ``soapreceptor:`` line naming the setting.
+
+    It leaves nothing behind in the temporary directory: the metrics
+    directory the settings made goes with the master, not at the next start.
+    """
     full_env = Server(workdir=tmp_path, env=env).full_env()
     for name in unset:
         del full_env[name]
@@ -437,6 +441,7 @@ def test_gunicorn_refuses_to_start_with_unusable_settings(
     lines = [line for line in output.splitlines() if line.startswith("soapreceptor: ")]
     assert len(lines) == 1, output
     assert lines[0].startswith(message), output
+    assert not list(Path(full_env["TMPDIR"]).iterdir())
 
 
 # --- failures while serving, and the HTTP surface ---------------------------------------------------
