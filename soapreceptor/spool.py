@@ -184,6 +184,7 @@ class Spool:
         self._path: Path | None = None
         self._size = 0  # where this process's records end in its segment
         self._allocated = 0  # and where the zeros set aside after them do
+        self._next_try = 0  # after a failed preallocation: where the records must reach before the next
         _LIVE.add(self)
 
     def __repr__(self) -> str:
@@ -203,7 +204,7 @@ class Spool:
             fd = self._segment()
             try:
                 end = self._size + len(data)
-                if end > self._allocated:
+                if end > self._allocated and end >= self._next_try:
                     self._preallocate(fd, end)
                 _write_all(fd, data, self._size)
                 os.fdatasync(fd)
@@ -221,7 +222,10 @@ class Spool:
         Where there is no room for that (a nearly full disk, a file size
         limit), what was taken is given back and the records are written on
         their own: a message that fits must not be refused for want of the
-        space set aside after it.
+        space set aside after it. Nor must each message pay for a failed
+        try (up to PREALLOCATE bytes of zeros written, then cut off): the next
+        try waits until the records have grown by PREALLOCATE, as they would
+        have between two that succeeded.
         """
         allocated = -(-end // self.preallocate) * self.preallocate
         try:
@@ -229,6 +233,7 @@ class Spool:
         except OSError:
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, max(self._allocated, self._size))
+            self._next_try = end + self.preallocate
             return
         self._allocated = allocated
 
@@ -255,7 +260,7 @@ class Spool:
     def _segment(self) -> int:
         if self._fd < 0:
             self._fd, self._path = self._create()
-            self._size = self._allocated = 0
+            self._size = self._allocated = self._next_try = 0
         return self._fd
 
     def _create(self) -> tuple[int, Path]:

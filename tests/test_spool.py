@@ -307,13 +307,18 @@ def test_full_segments_are_left_for_new_ones_and_deleted_once_ingested(tmp_path:
 def _append_under_a_file_size_limit(
     path: str, limit: int, preallocate: int, results: multiprocessing.Queue[str]
 ) -> None:
-    """Append one message at a time until one fails and two more have been tried; each outcome, to ``results``."""
+    """Append one message at a time until one fails and two more have been tried.
+
+    Puts each outcome and the bytes the process wrote meanwhile (whatever
+    the calls, the kernel's count) in ``results``.
+    """
     # The kernel refuses writes past RLIMIT_FSIZE (EFBIG): a real failed write.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
     journal = Journal(path)
     journal.spool = Spool(journal.spool.directory, preallocate=preallocate)
     outcomes: list[str] = []
+    written = _bytes_written()
     for number in range(10_000):
         try:
             journal.append_many([(*message(f"M{number}"), T0 + number)])
@@ -322,17 +327,25 @@ def _append_under_a_file_size_limit(
             outcomes.append(f"failed: {exc}")
         if len(outcomes) > 2 and outcomes[-3].startswith("failed"):
             break
-    results.put(repr(outcomes))
+    results.put(repr((outcomes, _bytes_written() - written)))
 
 
-def _outcomes_under_a_file_size_limit(path: str, limit: int, preallocate: int) -> list[str]:
+def _bytes_written() -> int:
+    """What this process has written so far (``wchar``: every byte a write call took, to any file)."""
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("wchar:"):
+            return int(line.split()[1])
+    raise AssertionError("no wchar in /proc/self/io")
+
+
+def _outcomes_under_a_file_size_limit(path: str, limit: int, preallocate: int) -> tuple[list[str], int]:
     context = multiprocessing.get_context("fork")
     results: multiprocessing.Queue[str] = context.Queue()
     child = context.Process(target=_append_under_a_file_size_limit, args=(path, limit, preallocate, results))
     child.start()
-    outcomes: list[str] = eval(results.get(timeout=120))  # noqa: S307 (our own child's repr of a list of str)
+    outcomes, written = eval(results.get(timeout=120))  # noqa: S307 (our own child's repr of a list of str and an int)
     child.join(60)
-    return outcomes
+    return outcomes, written
 
 
 def test_a_write_that_fails_part_way_is_cut_off_and_the_next_append_starts_a_new_segment(tmp_path: Path) -> None:
@@ -340,7 +353,7 @@ def test_a_write_that_fails_part_way_is_cut_off_and_the_next_append_starts_a_new
     size = len(spool.encode(_record_of(message("M0"))))
     # Room for two records and part of a third in each segment; no space set aside ahead, so that
     # the records' own write is the one that fails.
-    outcomes = _outcomes_under_a_file_size_limit(path, 2 * size + size // 2, preallocate=1)
+    outcomes, _ = _outcomes_under_a_file_size_limit(path, 2 * size + size // 2, preallocate=1)
     assert outcomes[:2] == ["M0", "M1"]
     assert outcomes[2].startswith("failed: the journal could not store the messages: could not write the spool segment")
     assert outcomes[3:5] == ["M3", "M4"], "a new segment takes the next ones"
@@ -354,7 +367,7 @@ def test_a_write_that_fails_part_way_is_cut_off_and_the_next_append_starts_a_new
 
 def test_a_segment_with_no_room_left_for_a_record_is_left_whole(tmp_path: Path) -> None:
     path = str(tmp_path / "journal.db")
-    outcomes = _outcomes_under_a_file_size_limit(path, spool.PREALLOCATE + 1000, spool.PREALLOCATE)
+    outcomes, _ = _outcomes_under_a_file_size_limit(path, spool.PREALLOCATE + 1000, spool.PREALLOCATE)
     failed = [outcome for outcome in outcomes if outcome.startswith("failed")]
     assert len(failed) == 1, failed
     assert "File too large" in failed[0]
@@ -372,11 +385,15 @@ def test_messages_that_fit_are_taken_where_no_space_can_be_set_aside(tmp_path: P
     path = str(tmp_path / "journal.db")
     size = len(spool.encode(_record_of(message("M0000"))))  # as large as any record below
     limit = spool.PREALLOCATE // 4
-    outcomes = _outcomes_under_a_file_size_limit(path, limit, spool.PREALLOCATE)
+    outcomes, written = _outcomes_under_a_file_size_limit(path, limit, spool.PREALLOCATE)
     failed = [outcome for outcome in outcomes if outcome.startswith("failed")]
     assert len(failed) == 1, failed
     assert "File too large" in failed[0]
     assert outcomes.index(failed[0]) >= limit // size, "every message that fitted was taken"
+    # A try to set space aside fills the segment with zeros up to the limit before it fails. Once
+    # per segment here (the records never grow by PREALLOCATE): zeros and records in the first,
+    # zeros in the second, 3 limits in all. Tried before every message, it was over 100.
+    assert written < 4 * limit, f"{written} bytes written for {limit} bytes of room: space set aside again and again"
     assert outcomes[-3:-2] == failed, "the next two went to a new segment"
     journal = Journal(path)
     accepted = [outcome for outcome in outcomes if not outcome.startswith("failed")]
