@@ -56,6 +56,7 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
 # Requests gunicorn refuses before the application sees them (over its limits
 # below, not HTTP at all) get a SOAP fault, not gunicorn's HTML page.
 from soapreceptor import affinity, http_faults, scheduling  # noqa: E402 (after PROMETHEUS_MULTIPROC_DIR is set)
+from soapreceptor.server import reexec_args  # noqa: E402
 
 http_faults.install()
 
@@ -81,6 +82,11 @@ try:
     _sched_policy = scheduling.policy(os.environ)
 except ValueError as _exc:
     raise SystemExit(f"soapreceptor: {_exc}") from None
+
+
+def on_starting(server: Any) -> None:
+    """In the master, once: make its upgrade in place (USR2) start the new master the way it was started."""
+    server.START_CTX["args"] = reexec_args(server.START_CTX["args"])
 
 
 def pre_fork(server: Any, worker: Any) -> None:

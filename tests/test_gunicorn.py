@@ -22,6 +22,7 @@ from lxml import etree
 from soapreceptor import http_faults, sign
 from soapreceptor.journal import Journal
 from soapreceptor.sender import EventSpec, Sender
+from soapreceptor.server import reexec_args
 from soapreceptor.timestamps import format_timestamp
 from tests import support
 from tests.support import Answer, Server, amazon_envelope, post, wsdl_url
@@ -442,6 +443,24 @@ def test_gunicorn_refuses_to_start_with_unusable_settings(
     assert len(lines) == 1, output
     assert lines[0].startswith(message), output
     assert not list(Path(full_env["TMPDIR"]).iterdir())
+
+
+@pytest.mark.parametrize(
+    ("recorded", "expected"),
+    [
+        pytest.param(
+            ["/v/bin/python", "/v/lib/python3.11/site-packages/gunicorn/__main__.py", "-c", "x.py", APP],
+            ["/v/bin/python", "-m", "gunicorn", "-c", "x.py", APP],
+            id="python-m-gunicorn",
+        ),
+        pytest.param(["/v/bin/python", "/v/bin/gunicorn", "-c", "x.py", APP], None, id="console-script"),
+        pytest.param(["/v/bin/python", "/srv/app/__main__.py", APP], None, id="another-main"),
+        pytest.param(["/v/bin/python"], None, id="no-arguments"),
+    ],
+)
+def test_an_upgrade_in_place_starts_gunicorn_as_it_was_started(recorded: list[str], expected: list[str] | None) -> None:
+    """``python -m gunicorn`` starts again with ``-m``, not as a script (gunicorn issue 3281); the rest as they were."""
+    assert reexec_args(recorded) == (recorded if expected is None else expected)
 
 
 # --- failures while serving, and the HTTP surface ---------------------------------------------------

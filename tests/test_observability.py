@@ -233,3 +233,62 @@ def test_a_killed_servers_metrics_directory_goes_when_the_next_server_starts(
     assert own != killed, "the next server removed the killed one's directory and made its own"
     second.stop()
     assert directories() == [], "a server that stops removes its directory"
+
+
+def test_a_binary_upgrade_leaves_each_master_its_own_metrics_directory(
+    server_factory: Callable[..., Server], tmp_path: Path
+) -> None:
+    """gunicorn's upgrade in place (USR2 to the old master, then TERM): /metrics keeps working throughout.
+
+    The new master is started with the environment gunicorn had before the
+    settings set PROMETHEUS_MULTIPROC_DIR, so it makes a directory of its
+    own; the old master removes only its own when it goes, and the new one
+    counts from zero (a counter reset, as after any restart).
+    """
+    shared = tmp_path / "shared-tmp"
+    shared.mkdir()
+
+    def directories() -> list[Path]:
+        return sorted(shared.glob(f"{metrics.DIRECTORY_PREFIX}*"))
+
+    server = server_factory({"TMPDIR": str(shared)})
+    assert server.process is not None
+    old = server.process.pid
+    (old_directory,) = directories()
+    assert post(server.url, signed("BEFORE")).status == 200
+
+    os.kill(old, signal.SIGUSR2)
+    new = 0
+    try:
+        new = int(
+            wait_for(
+                lambda: next(iter(set(re.findall(r"Listening at: \S+ \((\d+)\)", server.log())) - {str(old)}), None),
+                "the new master to listen",
+            )
+        )
+        assert support.process_tree(new)[0].parent == old, "the new master is the old one's child, as gunicorn makes it"
+        wait_for(lambda: len(directories()) == 2, "the new master's own metrics directory")
+        snapshot = support.process_tree(old)  # breadth first: a parent before its children
+        theirs = {new}
+        for proc in snapshot:
+            if proc.parent in theirs:
+                theirs.add(proc.pid)
+        old_tree = [proc for proc in snapshot if proc.pid not in theirs]
+
+        server.process.send_signal(signal.SIGTERM)  # the old master stops gracefully; the new one serves on
+        server.process.wait(timeout=support.DEADLINE)
+        support.wait_gone(old_tree, "the old master's workers and dispatcher to exit")
+        (new_directory,) = directories()
+        assert new_directory != old_directory, "the old master removed its own directory, and only that"
+
+        assert post(server.url, signed("AFTER")).status == 200
+        status, text = get(server, "/metrics")
+        assert status == 200
+        assert sample(text, "soapreceptor_messages_accepted_total", version="2006-05-05") == 1, "the new master's own"
+    finally:
+        new_tree = support.process_tree(new) if new else []
+        if new:
+            os.kill(new, signal.SIGTERM)
+            support.wait_gone(new_tree, "the new master and its processes to exit")
+        support.kill_all(new_tree)
+    assert directories() == [], "the new master removed its directory when it stopped"
