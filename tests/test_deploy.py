@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,9 +16,10 @@ import pytest
 import requests
 
 from soapreceptor.sender import EventSpec, Sender
-from tests.support import DEADLINE, KEY_2, REPO, Server, wait_for
+from tests.support import ACCEPTED_EVENT, AXIS_HEADERS, DEADLINE, KEY_2, REPO, Server, amazon_envelope, wait_for
 
 DEPLOY = REPO / "deploy"
+APP = "soapreceptor.wsgi:application"
 
 
 def need(tool: str) -> str:
@@ -59,28 +61,69 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+# What systemd does for deploy/systemd/soapreceptor.socket: the listening socket is its own,
+# and each process it starts gets it as descriptor 3, with LISTEN_FDS=1 and LISTEN_PID set
+# to that process (sd_listen_fds(3)); gunicorn then serves on it, whatever it is told to bind.
+_ACTIVATE = """
+import os, sys
+fd = int(sys.argv[1])
+os.dup2(fd, 3)
+if fd != 3:
+    os.close(fd)
+os.environ.update(LISTEN_FDS="1", LISTEN_PID=str(os.getpid()))
+os.execv(sys.executable, [sys.executable, *sys.argv[2:]])
+"""
+
+
+def listening_socket(path: Path) -> socket.socket:
+    """A unix socket listening at ``path``, as systemd makes it for soapreceptor.socket."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen()
+    return listener
+
+
+def start_activated(server: Server, listener: socket.socket, log_name: str) -> subprocess.Popen[bytes]:
+    """gunicorn under deploy/gunicorn.conf.py, started as systemd starts soapreceptor.service; listening on return."""
+    fd = listener.fileno()
+    log = server.workdir / log_name
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-c", _ACTIVATE, str(fd), "-m", "gunicorn", "-c", str(DEPLOY / "gunicorn.conf.py"), APP],
+            cwd=server.workdir, env=server.full_env(), stdout=out, stderr=out, pass_fds=(fd,),
+        )  # fmt: skip
+    try:
+        wait_for(
+            lambda: (
+                f"Listening at: unix:{listener.getsockname()}" in log.read_text(errors="replace")
+                or process.poll() is not None
+            ),
+            "gunicorn on the socket passed to it",
+        )
+        assert process.poll() is None, log.read_text(errors="replace")
+    except BaseException:
+        stop(process)
+        raise
+    return process
+
+
 @pytest.fixture
 def gunicorn_on_socket(tmp_path: Path) -> Iterator[tuple[Path, Server]]:
-    """The receptor under deploy/gunicorn.conf.py, bound to a unix socket as in production."""
-    sock = tmp_path / "gunicorn.sock"
-    server = Server(workdir=tmp_path / "receptor", env={"SOAPRECEPTOR_BIND": f"unix:{sock}"})
+    """The receptor as in production: deploy/gunicorn.conf.py on a unix socket that systemd holds and passes in."""
+    sock = tmp_path / "soapreceptor.sock"
+    server = Server(workdir=tmp_path / "receptor")
     server.workdir.mkdir(parents=True)
-    with server.log_file.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", str(DEPLOY / "gunicorn.conf.py"), "soapreceptor.wsgi:application"],
-            cwd=server.workdir, env=server.full_env(), stdout=log, stderr=log,
-        )  # fmt: skip
-    server.process = process
-    try:
-        wait_for(lambda: process.poll() is None and "Listening at: unix:" in server.log(), "gunicorn on its socket")
-        yield sock, server
-    finally:
-        stop(process)
+    with listening_socket(sock) as listener:
+        server.process = start_activated(server, listener, "server.log")
+        try:
+            yield sock, server
+        finally:
+            stop(server.process)
 
 
 def render_site(sock: Path, port: int, cert: Path, key: Path) -> str:
     site = (DEPLOY / "nginx" / "soapreceptor.conf").read_text()
-    site = site.replace("unix:/run/soapreceptor/gunicorn.sock", f"unix:{sock}")
+    site = site.replace("unix:/run/soapreceptor.sock", f"unix:{sock}")
     site = site.replace("listen 443 ssl;", f"listen 127.0.0.1:{port} ssl;").replace("listen [::]:443 ssl;", "")
     site = site.replace("/etc/letsencrypt/live/mturk.example.org/fullchain.pem", str(cert))
     site = site.replace("/etc/letsencrypt/live/mturk.example.org/privkey.pem", str(key))
@@ -155,23 +198,91 @@ def test_nginx_cap_matches_the_receptors() -> None:
     assert re.search(rf"client_max_body_size {DEFAULT_MAX_BODY // 1024}k;", site)
 
 
-@pytest.mark.parametrize("unit", ["soapreceptor.service", "soapreceptor-dispatch.service"])
+UNITS = ("soapreceptor.socket", "soapreceptor.service", "soapreceptor-dispatch.service")
+
+
+@pytest.mark.parametrize("unit", UNITS)
 def test_systemd_units_verify(unit: str, tmp_path: Path) -> None:
     analyze = need("systemd-analyze")
-    text = (DEPLOY / "systemd" / unit).read_text()
-    # The paths of an installation, pointed at this checkout's virtualenv so the executables exist.
-    text = text.replace("/opt/soapreceptor/venv", str(Path(sys.executable).parent.parent))
-    text = text.replace("/opt/soapreceptor/deploy", str(DEPLOY))
-    (tmp_path / unit).write_text(text)
+    for name in UNITS:  # side by side, as installed: the service needs its socket
+        text = (DEPLOY / "systemd" / name).read_text()
+        # The paths of an installation, pointed at this checkout's virtualenv so the executables exist.
+        text = text.replace("/opt/soapreceptor/venv", str(Path(sys.executable).parent.parent))
+        text = text.replace("/opt/soapreceptor/deploy", str(DEPLOY))
+        (tmp_path / name).write_text(text)
     result = subprocess.run(
         [analyze, "verify", str(tmp_path / unit)], check=False, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout + result.stderr == "", result.stdout + result.stderr
-    for hardening in (
-        "NoNewPrivileges=yes",
-        "ProtectSystem=strict",
-        "StateDirectory=soapreceptor",
-        "User=soapreceptor",
-    ):
-        assert hardening in text
+    if unit.endswith(".service"):
+        text = (tmp_path / unit).read_text()
+        for hardening in (
+            "NoNewPrivileges=yes",
+            "ProtectSystem=strict",
+            "StateDirectory=soapreceptor",
+            "User=soapreceptor",
+        ):
+            assert hardening in text
+
+
+def test_the_service_takes_its_socket_from_systemd_and_nginx_reaches_it_there() -> None:
+    service = (DEPLOY / "systemd" / "soapreceptor.service").read_text()
+    socket_unit = (DEPLOY / "systemd" / "soapreceptor.socket").read_text()
+    site = (DEPLOY / "nginx" / "soapreceptor.conf").read_text()
+    (path,) = re.findall(r"^ListenStream=(\S+)$", socket_unit, re.MULTILINE)
+    assert re.search(rf"^\s*server unix:{re.escape(path)} ", site, re.MULTILINE), "nginx forwards to that socket"
+    assert "Requires=soapreceptor.socket" in service
+    assert "SOAPRECEPTOR_BIND" not in service, "a bind of its own would be a second socket, refused while restarting"
+    assert re.search(r"^SocketGroup=www-data$", socket_unit, re.MULTILINE), "nginx's group may connect"
+
+
+def _call(path: Path, assignment: str) -> socket.socket:
+    """Send a signed Notify on the receptor's socket (Connection: close); the connection, to read the answer from."""
+    body = amazon_envelope(events=[{**ACCEPTED_EVENT, "AssignmentId": assignment}])
+    headers = {**AXIS_HEADERS, "Host": "mturk.example.org", "Content-Length": str(len(body)), "Connection": "close"}
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    client.settimeout(DEADLINE)
+    client.connect(str(path))
+    head = "POST / HTTP/1.1\r\n" + "".join(f"{name}: {value}\r\n" for name, value in headers.items()) + "\r\n"
+    client.sendall(head.encode() + body)
+    return client
+
+
+def _answer(client: socket.socket) -> tuple[int, bytes]:
+    """The status and body of the answer on ``client`` (read to the end; the server closes)."""
+    with client:
+        data = b""
+        while chunk := client.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+def test_a_call_made_while_the_receptor_restarts_waits_in_the_socket_and_is_answered(tmp_path: Path) -> None:
+    """With systemd holding the socket, a restart (new code, a crash) refuses no call: MTurk would not send it again.
+
+    The call made while no gunicorn runs waits in the socket's queue; the
+    next gunicorn answers it, and its event reaches the hook.
+    """
+    sock = tmp_path / "soapreceptor.sock"
+    server = Server(workdir=tmp_path / "receptor", env={"SOAPRECEPTOR_TIMESTAMP_TOLERANCE": "0"})
+    server.workdir.mkdir(parents=True)
+    with listening_socket(sock) as listener:
+        first = start_activated(server, listener, "first.log")
+        try:
+            status, body = _answer(_call(sock, "BEFORE"))
+        finally:
+            stop(first)
+        assert (status, b"NotifyResponse" in body) == (200, True), body
+        assert sock.exists(), "gunicorn left the socket that is not its own where it was"
+
+        waiting = _call(sock, "MEANWHILE")  # nobody serves: the kernel queues it
+        second = start_activated(server, listener, "second.log")
+        try:
+            status, body = _answer(waiting)
+            assert (status, b"NotifyResponse" in body) == (200, True), body
+            events = server.wait_for_events(2)
+        finally:
+            stop(second)
+    assert [event["assignment_id"] for event in events] == ["BEFORE", "MEANWHILE"]
