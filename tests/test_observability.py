@@ -287,8 +287,10 @@ def test_a_binary_upgrade_leaves_each_master_its_own_metrics_directory(
         assert sample(text, "soapreceptor_messages_accepted_total", version="2006-05-05") == 1, "the new master's own"
     finally:
         new_tree = support.process_tree(new) if new else []
-        if new:
-            os.kill(new, signal.SIGTERM)
-            support.wait_gone(new_tree, "the new master and its processes to exit")
-        support.kill_all(new_tree)
+        try:
+            if new_tree:
+                os.kill(new, signal.SIGTERM)
+                support.wait_gone(new_tree, "the new master and its processes to exit")
+        finally:
+            support.kill_all(new_tree)  # whatever did not stop in time
     assert directories() == [], "the new master removed its directory when it stopped"
