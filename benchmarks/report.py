@@ -105,6 +105,11 @@ def ratios(runs: Sequence[Run], peer: str, subject: str = SOAPRECEPTOR) -> dict[
     Each round ran the receptors one after the other, so a ratio compares
     runs made within a minute of each other on the same machine.
     """
+    return {events: statistics.median(values) for events, values in round_ratios(runs, peer, subject).items()}
+
+
+def round_ratios(runs: Sequence[Run], peer: str, subject: str = SOAPRECEPTOR) -> dict[int, list[float]]:
+    """``subject``'s full-speed throughput over ``peer``'s in each round, in round order, per message size."""
     found = {}
     for events in sorted({run.events for run in runs}):
         per_round = []
@@ -113,7 +118,7 @@ def ratios(runs: Sequence[Run], peer: str, subject: str = SOAPRECEPTOR) -> dict[
             if peak.get(subject) and peak.get(peer):
                 per_round.append(peak[subject] / peak[peer])
         if per_round:
-            found[events] = statistics.median(per_round)
+            found[events] = per_round
     return found
 
 
@@ -172,7 +177,7 @@ def markdown(table: Sequence[Row], runs: Sequence[Run], context: dict[str, str])
     for events in sorted(set(naive) | set(bare)):
         lines.append(f"| {events} | {_number(naive.get(events), 2)} | {_number(bare.get(events), 2)} |")
     lines += ["", "## Targets (issue 8, 10-event messages)", ""]
-    lines += _targets(table, naive, bare)
+    lines += _targets(table, runs)
     lines += _diagnosis(runs)
     lines.append("")
     return "\n".join(lines)
@@ -210,25 +215,41 @@ def _diagnosis(runs: Sequence[Run]) -> list[str]:
     return lines
 
 
-def _targets(table: Sequence[Row], naive: dict[int, float], bare: dict[int, float]) -> list[str]:
+def _targets(table: Sequence[Row], runs: Sequence[Run]) -> list[str]:
+    """Each target of issue 8 with its verdict; for the measured ones, each round's value too.
+
+    A verdict is on the median of the rounds, and one round may decide it on
+    a noisy machine: the rounds show how near it was.
+    """
+
     def verdict(ok: bool | None) -> str:
         return "not measured" if ok is None else ("met" if ok else "**not met**")
 
-    ten = next((row for row in table if (row.receptor, row.events) == (SOAPRECEPTOR, 10)), None)
+    def spread(values: Sequence[float], digits: int) -> str:
+        return f"; rounds: {', '.join(_number(value, digits) for value in values)}" if values else ""
+
     mine = {row.events: row.inprocess_us for row in table if row.receptor == SOAPRECEPTOR}
     ten_us, hundred_us = mine.get(10), mine.get(100)
     growth = hundred_us / ten_us if ten_us and hundred_us else None
-    p99 = None if ten is None else ten.paced_p99_ms
-    over_naive, over_bare = naive.get(10), bare.get(10)
+    paced = sorted((r for r in runs if (r.receptor, r.events, r.kind) == (SOAPRECEPTOR, 10, "paced")), key=_round)
+    p99s = [run.p99_ms for run in paced]
+    p99 = _median(p99s)
+    naive, bare = round_ratios(runs, NAIVE).get(10, []), round_ratios(runs, BARE).get(10, [])
+    over_naive, over_bare = _median(naive), _median(bare)
     return [
         f"- soapreceptor / naive spyne >= 3: {_number(over_naive, 2)} "
-        f"({verdict(None if over_naive is None else over_naive >= 3)})",
+        f"({verdict(None if over_naive is None else over_naive >= 3)}{spread(naive, 2)})",
         f"- soapreceptor / bare limit >= 0.5: {_number(over_bare, 2)} "
-        f"({verdict(None if over_bare is None else over_bare >= 0.5)})",
-        f"- p99 at half of peak <= 10 ms: {_number(p99, 1)} ms ({verdict(None if p99 is None else p99 <= 10)})",
+        f"({verdict(None if over_bare is None else over_bare >= 0.5)}{spread(bare, 2)})",
+        f"- p99 at half of peak <= 10 ms: {_number(p99, 1)} ms "
+        f"({verdict(None if p99 is None else p99 <= 10)}{spread(p99s, 1)})",
         f"- time per message at most linear in events (in-process, 100 events / 10 events <= 10): "
         f"{_number(growth, 2)} ({verdict(None if growth is None else growth <= 10)})",
     ]
+
+
+def _round(run: Run) -> int:
+    return run.round
 
 
 def chart(table: Sequence[Row], path: Path) -> Path:

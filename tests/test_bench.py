@@ -18,6 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks import report
+from benchmarks.report import Run
+
 from .support import REPO
 
 
@@ -73,6 +76,27 @@ def test_the_harness_measures_all_three_receptors(tmp_path: Path) -> None:
     assert set(runs["dispatcher_events_per_second"]) == {"1", "2"}
     assert all(rate > 0 for rate in runs["dispatcher_events_per_second"].values())
     assert (out / "throughput.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_targets_show_each_rounds_value_beside_the_median() -> None:
+    """A verdict is on the median of the rounds; the rounds beside it show how near it was."""
+    rates = {"soapreceptor": (2700, 2400, 3300), "naive spyne": (1000, 1200, 1100), "bare limit": (5000, 6000, 6000)}
+    paced_p99 = (7.5, 23.1, 9.0)
+
+    def run(receptor: str, number: int, kind: str, rate: float, p99: float = 5.0) -> Run:
+        return Run(receptor, 10, number, kind, rate, 1.0, p99, 1024, 0, 0)
+
+    runs = [run(name, n, "peak", rates[name][n]) for name in rates for n in range(3)]
+    runs += [
+        run(name, n, "paced", 1000, paced_p99[n] if name == "soapreceptor" else 3.0) for name in rates for n in range(3)
+    ]
+    table = report.rows(runs, {}, {})
+    text = report.markdown(table, runs, {})
+    targets = text.partition("## Targets")[2]
+    assert "- soapreceptor / naive spyne >= 3: 2.70 (**not met**; rounds: 2.70, 2.00, 3.00)" in targets
+    assert "- soapreceptor / bare limit >= 0.5: 0.54 (met; rounds: 0.54, 0.40, 0.55)" in targets
+    assert "- p99 at half of peak <= 10 ms: 9.0 ms (met; rounds: 7.5, 23.1, 9.0)" in targets
+    assert "100 events / 10 events <= 10): - (not measured)" in targets, "no in-process runs here"
 
 
 def test_the_harness_refuses_bad_arguments(tmp_path: Path) -> None:
