@@ -231,8 +231,8 @@ def _targets(table: Sequence[Row], runs: Sequence[Run]) -> list[str]:
     mine = {row.events: row.inprocess_us for row in table if row.receptor == SOAPRECEPTOR}
     ten_us, hundred_us = mine.get(10), mine.get(100)
     growth = hundred_us / ten_us if ten_us and hundred_us else None
-    paced = sorted((r for r in runs if (r.receptor, r.events, r.kind) == (SOAPRECEPTOR, 10, "paced")), key=_round)
-    p99s = [run.p99_ms for run in paced]
+    paced = [r for r in runs if (r.receptor, r.events, r.kind) == (SOAPRECEPTOR, 10, "paced")]
+    p99s = [run.p99_ms for run in sorted(paced, key=lambda run: run.round)]
     p99 = _median(p99s)
     naive, bare = round_ratios(runs, NAIVE).get(10, []), round_ratios(runs, BARE).get(10, [])
     over_naive, over_bare = _median(naive), _median(bare)
@@ -246,10 +246,6 @@ def _targets(table: Sequence[Row], runs: Sequence[Run]) -> list[str]:
         f"- time per message at most linear in events (in-process, 100 events / 10 events <= 10): "
         f"{_number(growth, 2)} ({verdict(None if growth is None else growth <= 10)})",
     ]
-
-
-def _round(run: Run) -> int:
-    return run.round
 
 
 def chart(table: Sequence[Row], path: Path) -> Path:

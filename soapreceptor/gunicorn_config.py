@@ -29,20 +29,17 @@ _metrics_owner = 0
 
 
 def _remove_metrics_dir() -> None:
-    """Remove this server's metrics directory: in the master that made it, once.
+    """Remove this server's metrics directory, in the master that made it.
 
-    Called from ``on_exit`` and at interpreter exit: gunicorn skips
-    ``on_exit`` when it stops at start (a setting refused here or by the
-    application it preloads), and the directory should not wait for the next
-    server to sweep it. The forked workers inherit the exit handler, and must
-    not run it.
+    Run at the master's interpreter exit, which every way gunicorn's master
+    ends goes through (after ``on_exit``); ``on_exit`` itself is skipped when
+    it stops at start (a setting refused here or by the application it
+    preloads). The forked workers inherit the exit handler, and must not run it.
     """
-    global _metrics_dir  # noqa: PLW0603 (module state, as gunicorn's hooks are module functions)
     if _metrics_dir is None or os.getpid() != _metrics_owner:
         return
     shutil.rmtree(_metrics_dir, ignore_errors=True)
     os.close(_metrics_lock)
-    _metrics_dir = None
 
 
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -205,7 +202,7 @@ def child_exit(server: Any, worker: Any) -> None:
 
 
 def on_exit(server: Any) -> None:
-    """Stop the embedded dispatcher with the master (it finishes the event in hand), then clean up."""
+    """Stop the embedded dispatcher with the master (it finishes the event in hand)."""
     if _dispatcher is not None and _dispatcher.poll() is None:
         _dispatcher.terminate()
         try:
@@ -213,4 +210,3 @@ def on_exit(server: Any) -> None:
         except subprocess.TimeoutExpired:
             _dispatcher.kill()
             _dispatcher.wait()
-    _remove_metrics_dir()

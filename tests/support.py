@@ -128,9 +128,14 @@ def exchange(url: str, data: bytes, half_close: bool = False) -> Answer:
                 sock.shutdown(socket.SHUT_WR)
         except (BrokenPipeError, ConnectionResetError):
             pass
-        received = b""
-        while chunk := sock.recv(65536):
-            received += chunk
+        return read_answer(sock)
+
+
+def read_answer(sock: socket.socket) -> Answer:
+    """The HTTP answer on ``sock``, read to the end (the server closes the connection after it)."""
+    received = b""
+    while chunk := sock.recv(65536):
+        received += chunk
     head, _, body = received.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     headers = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)

@@ -16,7 +16,17 @@ import pytest
 import requests
 
 from soapreceptor.sender import EventSpec, Sender
-from tests.support import ACCEPTED_EVENT, AXIS_HEADERS, DEADLINE, KEY_2, REPO, Server, amazon_envelope, wait_for
+from tests.support import (
+    ACCEPTED_EVENT,
+    AXIS_HEADERS,
+    DEADLINE,
+    KEY_2,
+    REPO,
+    Server,
+    amazon_envelope,
+    read_answer,
+    wait_for,
+)
 
 DEPLOY = REPO / "deploy"
 APP = "soapreceptor.wsgi:application"
@@ -249,16 +259,6 @@ def _call(path: Path, assignment: str) -> socket.socket:
     return client
 
 
-def _answer(client: socket.socket) -> tuple[int, bytes]:
-    """The status and body of the answer on ``client`` (read to the end; the server closes)."""
-    with client:
-        data = b""
-        while chunk := client.recv(65536):
-            data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    return int(head.split(b" ", 2)[1]), body
-
-
 def test_a_call_made_while_the_receptor_restarts_waits_in_the_socket_and_is_answered(tmp_path: Path) -> None:
     """With systemd holding the socket, a restart (new code, a crash) refuses no call: MTurk would not send it again.
 
@@ -271,17 +271,19 @@ def test_a_call_made_while_the_receptor_restarts_waits_in_the_socket_and_is_answ
     with listening_socket(sock) as listener:
         first = start_activated(server, listener, "first.log")
         try:
-            status, body = _answer(_call(sock, "BEFORE"))
+            with _call(sock, "BEFORE") as client:
+                answer = read_answer(client)
         finally:
             stop(first)
-        assert (status, b"NotifyResponse" in body) == (200, True), body
+        assert (answer.status, b"NotifyResponse" in answer.body) == (200, True), answer.body
         assert sock.exists(), "gunicorn left the socket that is not its own where it was"
 
         waiting = _call(sock, "MEANWHILE")  # nobody serves: the kernel queues it
         second = start_activated(server, listener, "second.log")
         try:
-            status, body = _answer(waiting)
-            assert (status, b"NotifyResponse" in body) == (200, True), body
+            with waiting:
+                answer = read_answer(waiting)
+            assert (answer.status, b"NotifyResponse" in answer.body) == (200, True), answer.body
             events = server.wait_for_events(2)
         finally:
             stop(second)
