@@ -210,29 +210,31 @@ def test_a_metrics_directory_is_removed_once_no_process_of_its_server_lives(tmp_
             support.kill_all(holders)
 
 
+def metrics_directories(parent: Path) -> list[Path]:
+    """The servers' metrics directories in ``parent``."""
+    return sorted(parent.glob(f"{metrics.DIRECTORY_PREFIX}*"))
+
+
 def test_a_killed_servers_metrics_directory_goes_when_the_next_server_starts(
     server_factory: Callable[..., Server], tmp_path: Path
 ) -> None:
     shared = tmp_path / "shared-tmp"
     shared.mkdir()
 
-    def directories() -> list[Path]:
-        return sorted(shared.glob(f"{metrics.DIRECTORY_PREFIX}*"))
-
     first = server_factory({"TMPDIR": str(shared)}, name="first")
-    (killed,) = directories()
+    (killed,) = metrics_directories(shared)
     assert first.process is not None
     tree = support.process_tree(first.process.pid)
     os.kill(first.process.pid, signal.SIGKILL)  # no on_exit: the master cannot clean up
     first.process.wait(timeout=support.DEADLINE)
     support.wait_gone(tree, "the killed master's workers and dispatcher to exit")
-    assert directories() == [killed]
+    assert metrics_directories(shared) == [killed]
 
     second = server_factory({"TMPDIR": str(shared)}, name="second")
-    (own,) = directories()
+    (own,) = metrics_directories(shared)
     assert own != killed, "the next server removed the killed one's directory and made its own"
     second.stop()
-    assert directories() == [], "a server that stops removes its directory"
+    assert metrics_directories(shared) == [], "a server that stops removes its directory"
 
 
 def test_a_binary_upgrade_leaves_each_master_its_own_metrics_directory(
@@ -248,13 +250,10 @@ def test_a_binary_upgrade_leaves_each_master_its_own_metrics_directory(
     shared = tmp_path / "shared-tmp"
     shared.mkdir()
 
-    def directories() -> list[Path]:
-        return sorted(shared.glob(f"{metrics.DIRECTORY_PREFIX}*"))
-
     server = server_factory({"TMPDIR": str(shared)})
     assert server.process is not None
     old = server.process.pid
-    (old_directory,) = directories()
+    (old_directory,) = metrics_directories(shared)
     assert post(server.url, signed("BEFORE")).status == 200
 
     os.kill(old, signal.SIGUSR2)
@@ -267,7 +266,7 @@ def test_a_binary_upgrade_leaves_each_master_its_own_metrics_directory(
             )
         )
         assert support.process_tree(new)[0].parent == old, "the new master is the old one's child, as gunicorn makes it"
-        wait_for(lambda: len(directories()) == 2, "the new master's own metrics directory")
+        wait_for(lambda: len(metrics_directories(shared)) == 2, "the new master's own metrics directory")
         snapshot = support.process_tree(old)  # breadth first: a parent before its children
         theirs = {new}
         for proc in snapshot:
@@ -278,7 +277,7 @@ def test_a_binary_upgrade_leaves_each_master_its_own_metrics_directory(
         server.process.send_signal(signal.SIGTERM)  # the old master stops gracefully; the new one serves on
         server.process.wait(timeout=support.DEADLINE)
         support.wait_gone(old_tree, "the old master's workers and dispatcher to exit")
-        (new_directory,) = directories()
+        (new_directory,) = metrics_directories(shared)
         assert new_directory != old_directory, "the old master removed its own directory, and only that"
 
         assert post(server.url, signed("AFTER")).status == 200
@@ -293,4 +292,4 @@ def test_a_binary_upgrade_leaves_each_master_its_own_metrics_directory(
                 support.wait_gone(new_tree, "the new master and its processes to exit")
         finally:
             support.kill_all(new_tree)  # whatever did not stop in time
-    assert directories() == [], "the new master removed its directory when it stopped"
+    assert metrics_directories(shared) == [], "the new master removed its directory when it stopped"
