@@ -58,7 +58,7 @@ from typing import Final
 from . import progress
 from .errors import SoapreceptorError
 from .model import Event, Notification
-from .spool import READ_BYTES, Record, Segment, Spool, SpoolError
+from .spool import READ_BYTES, Record, Salvaged, Segment, Spool, SpoolError
 
 _logger = logging.getLogger("soapreceptor.journal")
 
@@ -459,8 +459,9 @@ class Journal:
         the dispatcher's journal, measured worse: the checkpoints then sync
         more at once, and the workers' syncs wait behind them.) Segments
         taken whole whose writer has left them are then deleted; a sealed
-        segment that ends in bytes that are not a whole record is set aside
-        (in ``damaged/``) for a person to look at, and logged.
+        segment that holds bytes that are not a whole record is set aside (in
+        ``damaged/``) for a person to look at, and logged, once every whole
+        record in it, before the damage and after it, is in the journal.
         """
         if not everything:
             return self._ingest_some()
@@ -476,8 +477,11 @@ class Journal:
         return taken
 
     def _ingest_some(self) -> int:
-        if not self._spool_changed():
-            return 0
+        """One turn of :meth:`ingest`: how many messages it took (salvaged ones included: _set_aside)."""
+        segments = self.spool.segments()
+        if not self._spool_changed(segments):
+            # Nothing new: only segments taken whole may go, if their writers have left them.
+            return self._tidy_spool(segments, self._ingested)
         with self._write(synced=True) as conn:
             segments = self.spool.segments()
             offsets = {str(name): int(at) for name, at in conn.execute("SELECT name, offset FROM spool_segments")}
@@ -505,22 +509,20 @@ class Journal:
             gone = [name for name in offsets if name not in present]
             conn.executemany("DELETE FROM spool_segments WHERE name = ?", [(name,) for name in gone])
         self._ingested = {segment.name: offsets.get(segment.name, 0) for segment in segments}
-        self._tidy_spool(segments, offsets)
-        return len(merged)
+        return len(merged) + self._tidy_spool(segments, offsets)
 
-    def _spool_changed(self) -> bool:
-        """Whether the spool may hold something to ingest or tidy since this process last looked."""
-        segments = self.spool.segments()
+    def _spool_changed(self, segments: list[Segment]) -> bool:
+        """Whether ``segments`` may hold something to ingest since this process last looked."""
         for segment in segments:
             at = self._ingested.get(segment.name)
             if at is None or (at != _FINISHED and self.spool.has_more(segment, at)):
                 return True
-        # Nothing new: only segments taken whole may go, if their writers have left them.
-        self._tidy_spool(segments, self._ingested)
         return False
 
-    def _tidy_spool(self, segments: list[Segment], offsets: dict[str, int]) -> None:
-        """Delete the segments taken whole whose writer has left them; set aside those that end in damage."""
+    def _tidy_spool(self, segments: list[Segment], offsets: dict[str, int]) -> int:
+        """Delete the segments taken whole whose writer has left them; set aside damaged ones (see
+        :meth:`_set_aside`). How many messages that salvaged."""
+        salvaged_messages = 0
         for segment in segments:
             at = offsets.get(segment.name, 0)
             finished = at == _FINISHED
@@ -532,8 +534,9 @@ class Journal:
                         rest = self.spool.read(segment, at)  # final now: nobody may write to it any more
                         if rest.records:
                             continue  # for the next ingest
-                        if rest.rest not in ("", "unwritten"):
-                            self._set_aside(segment, at, rest.rest)
+                        salvaged = self.spool.salvage_from(segment, at) if rest.rest else None
+                        if salvaged is not None and (salvaged.records or rest.rest != "unwritten"):
+                            salvaged_messages += self._set_aside(segment, at, rest.rest, salvaged)
                             continue
                         # Marked finished in a synced commit, then deleted: were it to come back after a
                         # power loss (its deletion not yet on disk), it would not be taken again.
@@ -546,18 +549,47 @@ class Journal:
                 except (OSError, JournalError) as exc:
                     _logger.error("could not tidy the spool segment %s: %s", segment.path, exc)
         self.spool.remove_stale_creations()
+        return salvaged_messages
 
-    def _set_aside(self, segment: Segment, at: int, why: str) -> None:
+    def _set_aside(self, segment: Segment, at: int, why: str, salvaged: Salvaged) -> int:
+        """Take the whole records past the damage at ``at`` (:func:`~soapreceptor.spool.salvage`), then set it aside.
+
+        In that order: were the process to die in between, the segment is
+        taken up again past the records salvaged (their offset is committed
+        with them), found to hold nothing more, and deleted. Its evidence is
+        lost then, but no message, and none is taken twice. How many
+        messages this took.
+        """
+        if salvaged.records:
+            rows = [_unspooled(record)[1] for record, _ in salvaged.records]
+            with self._write(synced=True) as conn:
+                stored = conn.execute("SELECT offset FROM spool_segments WHERE name = ?", (segment.name,)).fetchone()
+                now_at = int(stored[0]) if stored else 0
+                if now_at != at:
+                    # ``at`` came from this process's last look, and another ingester has salvaged them
+                    # since (and died before setting the segment aside): the next turn goes on from there.
+                    self._ingested[segment.name] = now_at
+                    return 0
+                self._append(conn, rows)
+                conn.execute(_SET_SEGMENT_OFFSET, (segment.name, at + salvaged.records[-1][1]))
         aside = self.spool.set_aside(segment)
+        after = (
+            f"the {len(salvaged.records)} whole records found after them ({salvaged.skipped} bytes passed over)"
+            " are in the journal too"
+            if salvaged.records
+            else "no whole record follows them"
+        )
         _logger.error(
             "spool segment %s holds bytes that are not a whole record (%s) from offset %d on:"
-            " set aside as %s; every record before them is in the journal",
+            " set aside as %s; every record before them is in the journal, %s",
             segment.name,
-            why,
+            _DAMAGE.get(why, why),
             at,
             aside,
+            after,
         )
         self._ingested.pop(segment.name, None)
+        return len(salvaged.records)
 
     def record(self, notification: Notification, arrival: Arrival, now: float | None = None) -> Recorded:
         """Store a notification durably and queue its events at once; what was stored.
@@ -1163,6 +1195,8 @@ def _message_meta(notification: Notification, arrival: Arrival, now: float) -> t
 
 #: A spool segment's offset once it is all in the journal and about to be deleted (see Journal._tidy_spool).
 _FINISHED: Final[int] = -1
+#: How the log names what a segment holds where its records stop (spool.Decoded.rest).
+_DAMAGE: Final[dict[str, str]] = {"unwritten": "zeros", "incomplete": "a record cut short"}
 #: Where the body is in a message row (:func:`_message_row`); a spool record keeps it apart, as raw bytes.
 _BODY: Final[int] = 8
 #: How many values a message row holds besides the body.

@@ -19,7 +19,9 @@ at a time) by writing zeros, so that most syncs write the records alone;
 syncing a write that makes the file longer also commits the file system's
 journal, which took about a sixth of the receptor's throughput. (Where there
 is no room to set space aside, the records are written on their own.) The
-first zero where a record would start is where the records end.
+first zero where a record would start is where the records end; only in a
+sealed segment are the bytes after that, or after damage, searched for
+whole records (:func:`salvage`), as a writer may still be writing there.
 
 A writer holds an ``flock`` on its segment for as long as it may append to
 it; it takes the lock before the segment has its name (created under a
@@ -112,31 +114,85 @@ def decode(data: bytes | memoryview) -> Decoded:
     records: list[tuple[Record, int]] = []
     at = 0
     while at < len(view):
-        if not any(view[at : at + len(_MAGIC)]):
-            return Decoded(records, at, "unwritten")
-        if len(view) - at < _HEADER.size:
-            return Decoded(records, at, "incomplete" if _MAGIC.startswith(bytes(view[at : at + 4])) else "damaged")
-        magic, length, crc = _HEADER.unpack_from(view, at)
-        if magic != _MAGIC or length > _MAX_PAYLOAD or length < _META_LENGTH.size:
-            return Decoded(records, at, "damaged")
-        start = at + _HEADER.size
-        if len(view) - start < length:
-            return Decoded(records, at, "incomplete")
-        payload = view[start : start + length]
-        if zlib.crc32(payload) != crc:
-            return Decoded(records, at, "damaged")
-        (meta_length,) = _META_LENGTH.unpack_from(payload)
-        try:
-            if meta_length > length - _META_LENGTH.size:
-                raise ValueError("metadata longer than the record")
-            meta = json.loads(bytes(payload[_META_LENGTH.size : _META_LENGTH.size + meta_length]))
-        except ValueError:
-            return Decoded(records, at, "damaged")
-        if not isinstance(meta, list):
-            return Decoded(records, at, "damaged")
-        at = start + length
-        records.append((Record(tuple(meta), bytes(payload[_META_LENGTH.size + meta_length :])), at))
+        found = _record_at(view, at)
+        if isinstance(found, str):
+            return Decoded(records, at, found)
+        records.append(found)
+        at = found[1]
     return Decoded(records, at, "")
+
+
+def _record_at(view: memoryview, at: int) -> tuple[Record, int] | str:
+    """The whole record that starts at ``at`` and the offset just past it; or what is there instead (Decoded.rest)."""
+    if not any(view[at : at + len(_MAGIC)]):
+        return "unwritten"
+    if len(view) - at < _HEADER.size:
+        return "incomplete" if _MAGIC.startswith(bytes(view[at : at + 4])) else "damaged"
+    magic, length, crc = _HEADER.unpack_from(view, at)
+    if magic != _MAGIC or length > _MAX_PAYLOAD or length < _META_LENGTH.size:
+        return "damaged"
+    start = at + _HEADER.size
+    if len(view) - start < length:
+        return "incomplete"
+    payload = view[start : start + length]
+    if zlib.crc32(payload) != crc:
+        return "damaged"
+    (meta_length,) = _META_LENGTH.unpack_from(payload)
+    try:
+        if meta_length > length - _META_LENGTH.size:
+            raise ValueError("metadata longer than the record")
+        meta = json.loads(bytes(payload[_META_LENGTH.size : _META_LENGTH.size + meta_length]))
+    except ValueError:
+        return "damaged"
+    if not isinstance(meta, list):
+        return "damaged"
+    return Record(tuple(meta), bytes(payload[_META_LENGTH.size + meta_length :])), start + length
+
+
+@dataclass(frozen=True, slots=True)
+class Salvaged:
+    """The whole records found past the end of a segment's readable records (:func:`salvage`)."""
+
+    #: Each record, with the offset just past it (relative to where the search started).
+    records: list[tuple[Record, int]]
+    #: The bytes passed over before the last of them: damage, and zeros where records should be.
+    skipped: int
+
+
+def salvage(data: bytes) -> Salvaged:
+    """The whole records in ``data``, which starts where :func:`decode` stopped: at damage, or at zeros.
+
+    In a sealed segment nothing but zeros may follow the records; a whole
+    record further on means a stretch of the disk came back damaged or
+    zeroed, and the records after it were accepted (answered 200) like any
+    other, so they must not be lost with it. A record counts only where its
+    magic, length and CRC-32 all hold and its metadata is a JSON list, so
+    bytes that merely look like the start of one (the magic in a body) are
+    passed over. A body that embedded a whole encoded record, with damage
+    falling just before it, would be read as that record; such a body was
+    accepted as a signed message, so whoever could craft it could as well
+    have sent its contents as a message of their own.
+    """
+    view = memoryview(data)
+    records: list[tuple[Record, int]] = []
+    skipped = 0
+    at = 0  # not a record here: decode stopped at it
+    while (found := _resync(data, view, at + 1)) is not None:
+        skipped += found - at
+        decoded = decode(view[found:])
+        records += [(record, found + end) for record, end in decoded.records]
+        at = found + decoded.end
+    return Salvaged(records, skipped)
+
+
+def _resync(data: bytes, view: memoryview, start: int) -> int | None:
+    """Where the first whole record at or after ``start`` begins, if one does."""
+    at = data.find(_MAGIC, start)
+    while at >= 0:
+        if not isinstance(_record_at(view, at), str):
+            return at
+        at = data.find(_MAGIC, at + 1)
+    return None
 
 
 # -- the files -------------------------------------------------------------------
@@ -348,6 +404,24 @@ class Spool:
             return Decoded(records, taken, "")
         except OSError as exc:
             raise SpoolError(f"could not read the spool segment {segment.path}: {exc}") from exc
+
+    @staticmethod
+    def salvage_from(segment: Segment, offset: int) -> Salvaged:
+        """The whole records of sealed ``segment`` past ``offset``, where :meth:`read` found no more (:func:`salvage`).
+
+        Offsets in the answer are relative to ``offset``, as :meth:`read`'s
+        are. Reads the rest of the segment at once: a sealed segment is at
+        most about :data:`SEGMENT_BYTES`, and this runs once per segment.
+        """
+        try:
+            with open(segment.path, "rb") as file:
+                file.seek(offset)
+                data = file.read()
+        except FileNotFoundError:
+            return Salvaged([], 0)
+        except OSError as exc:
+            raise SpoolError(f"could not read the spool segment {segment.path}: {exc}") from exc
+        return salvage(data)
 
     @staticmethod
     def has_more(segment: Segment, offset: int) -> bool:

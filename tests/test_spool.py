@@ -14,6 +14,8 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from soapreceptor import spool, wire
 from soapreceptor.journal import Arrival, Journal, JournalError
@@ -84,6 +86,76 @@ def test_a_damaged_record_is_never_read_as_a_message(where: str) -> None:
     decoded = spool.decode(first + bytes(second))
     assert [record for record, _ in decoded.records] == [RECORDS[0]]
     assert (decoded.end, decoded.rest) == (len(first), "damaged")
+
+
+@pytest.mark.parametrize("harm", ["damaged", "zeroed"])
+def test_records_past_a_damaged_or_zeroed_stretch_are_salvaged(harm: str) -> None:
+    first, middle, last = (spool.encode(record) for record in RECORDS)
+    hurt = bytes(len(middle)) if harm == "zeroed" else middle[:9] + b"?" + middle[10:]
+    data = first + hurt + last + bytes(100)
+    decoded = spool.decode(data)
+    assert (decoded.end, decoded.rest) == (len(first), "unwritten" if harm == "zeroed" else "damaged")
+    salvaged = spool.salvage(data[decoded.end :])
+    assert salvaged.records == [(RECORDS[2], len(hurt) + len(last))]
+    assert salvaged.skipped == len(hurt)
+
+
+def test_salvage_reads_on_past_every_damaged_stretch_and_nothing_else() -> None:
+    a, b, c = (spool.encode(record) for record in RECORDS)
+    data = b"junk" + a + b + b"more junk" + c + bytes(50) + b"trailing junk"
+    salvaged = spool.salvage(data)
+    assert [record for record, _ in salvaged.records] == RECORDS
+    assert [end for _, end in salvaged.records] == [
+        4 + len(a),
+        4 + len(a) + len(b),
+        4 + len(a) + len(b) + 9 + len(c),
+    ]
+    assert salvaged.skipped == 4 + 9, "the junk before the records, not the zeros and junk after them"
+    assert spool.salvage(bytes(1000)) == spool.Salvaged([], 0)
+
+
+def test_salvage_takes_nothing_that_only_looks_like_a_record() -> None:
+    real = spool.encode(RECORDS[0])
+    fakes = [
+        spool._MAGIC + b"\x10\x00\x00\x00" + b"\x00" * 4 + b"x" * 16,  # a header whose CRC-32 does not hold
+        spool._MAGIC * 50,  # a length past any record's
+        real[:-1] + bytes([real[-1] ^ 1]),  # a whole record with one bit flipped
+        spool._MAGIC + real[4:12] + b"\xff" * (len(real) - 12),  # the right header over the wrong payload
+    ]
+    for fake in fakes:
+        assert spool.salvage(b"!" + fake + bytes(64)).records == [], fake[:16]
+
+
+_RECORDS = st.lists(
+    st.builds(
+        Record,
+        st.lists(st.one_of(st.none(), st.integers(), st.text(max_size=8)), max_size=4).map(tuple),
+        st.binary(max_size=300),
+    ),
+    min_size=2,
+    max_size=6,
+)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(records=_RECORDS, data=st.data())
+def test_whatever_stretch_of_one_record_is_harmed_every_other_record_is_read(
+    records: list[Record], data: st.DataObject
+) -> None:
+    encoded = [spool.encode(record) for record in records]
+    hurt = data.draw(st.integers(0, len(records) - 1))
+    start = sum(map(len, encoded[:hurt]))
+    at = start + data.draw(st.integers(0, len(encoded[hurt]) - 1))
+    length = data.draw(st.integers(1, start + len(encoded[hurt]) - at))
+    harm = data.draw(st.one_of(st.just(bytes(length)), st.binary(min_size=length, max_size=length)))
+    segment = bytearray(b"".join(encoded) + bytes(64))
+    segment[at : at + length] = harm
+    decoded = spool.decode(bytes(segment))
+    read = [record for record, _ in decoded.records]
+    if decoded.rest:  # as the ingester does with a sealed segment (Journal._tidy_spool)
+        read += [record for record, _ in spool.salvage(bytes(segment[decoded.end :])).records]
+    unharmed = records[:hurt] + records[hurt + 1 :]
+    assert read in (unharmed, records), "all but the harmed one, or all of them where the harm changed nothing"
 
 
 # -- segments and ingest ----------------------------------------------------------------
@@ -451,6 +523,93 @@ def test_a_sealed_segment_that_ends_in_damage_is_set_aside_once_its_whole_record
     assert b"not a record" in aside.read_bytes(), "kept, for a person to look at"
     assert "holds bytes that are not a whole record (damaged) from offset" in caplog.text
     assert "every record before them is in the journal" in caplog.text
+
+
+def _sealed_segment_of(journal: Journal, *assignments: str) -> tuple[Segment, list[int]]:
+    """A sealed segment holding one message for each of ``assignments``, and where each record starts."""
+    journal.append_many([(*message(a), T0 + n) for n, a in enumerate(assignments)])
+    journal.spool.close()
+    (segment,) = journal.spool.segments()
+    ends = [end for _, end in spool.decode(segment.path.read_bytes()).records]
+    return segment, [0, *ends[:-1]]
+
+
+@pytest.mark.parametrize("harm", ["damaged", "zeroed"])
+def test_messages_after_damage_in_a_sealed_segment_reach_the_journal_before_it_is_set_aside(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, harm: str
+) -> None:
+    # Each was answered 200: a stretch of the disk coming back damaged (or as
+    # zeros) must not lose the messages after it, nor delete them with it.
+    journal = Journal(tmp_path / "journal.db")
+    segment, starts = _sealed_segment_of(journal, "A", "B", "C", "D")
+    with open(segment.path, "r+b") as file:
+        file.seek(starts[1])
+        file.write(bytes(20) if harm == "zeroed" else b"\xde\xad")
+    harmed = segment.path.read_bytes()
+    with caplog.at_level(logging.ERROR, logger="soapreceptor.journal"):
+        assert journal.ingest() == 3
+        assert journal.ingest() == 0
+    assert stored_assignments(journal) == ["A", "C", "D"]
+    assert journal.spool.segments() == []
+    aside = journal.spool.directory / spool.DAMAGED / segment.name
+    assert aside.read_bytes() == harmed, "kept as it was, for a person to look at"
+    what = "zeros" if harm == "zeroed" else "damaged"
+    assert f"holds bytes that are not a whole record ({what}) from offset {starts[1]} on" in caplog.text
+    assert "the 2 whole records found after them" in caplog.text
+    assert f"({starts[2] - starts[1]} bytes passed over)" in caplog.text
+
+
+def test_a_salvage_cut_short_by_a_crash_takes_no_message_twice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    journal = Journal(tmp_path / "journal.db")
+    segment, starts = _sealed_segment_of(journal, "A", "B", "C")
+    with open(segment.path, "r+b") as file:
+        file.seek(starts[1])
+        file.write(b"\xde\xad")
+
+    def crash(self: Spool, segment: Segment) -> Path:
+        raise KeyboardInterrupt("the process dies between the salvage's commit and the move")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Spool, "set_aside", crash)
+        with pytest.raises(KeyboardInterrupt):
+            journal.ingest()
+    journal.close()
+    again = Journal(tmp_path / "journal.db")  # the next process: nothing of the last one's in memory
+    assert again.ingest() == 0
+    assert stored_assignments(again) == ["A", "C"]
+    assert again.spool.segments() == [], "nothing left in it to take: it goes"
+    assert message_count(again.path) == 2
+
+
+def test_an_ingester_that_looked_before_a_salvage_does_not_take_it_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "journal.db"
+    first, second = Journal(path), Journal(path)
+    segment, starts = _sealed_segment_of(first, "A", "B", "C")
+    with open(segment.path, "r+b") as file:
+        file.seek(starts[1])
+        file.write(bytes(20))  # zeros: to a quick look, the end of the records
+    # ``second`` takes A and stops at the zeros; the segment's lock is held meanwhile (as another
+    # ingester tidying it would), so it leaves the segment for later with that offset in mind.
+    with Spool.sealed(segment) as held:
+        assert held
+        assert second.ingest() == 1
+    # ``first`` salvages C, and dies before setting the segment aside.
+
+    def crash(self: Spool, segment: Segment) -> Path:
+        raise KeyboardInterrupt("the process dies between the salvage's commit and the move")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Spool, "set_aside", crash)
+        with pytest.raises(KeyboardInterrupt):
+            first.ingest()
+    assert second.ingest() == 0
+    assert second.spool.segments() == [segment]
+    assert second.ingest() == 0
+    assert second.spool.segments() == [], "the next turn goes on from where the salvage left it"
+    assert stored_assignments(second) == ["A", "C"]
+    assert message_count(path) == 2
 
 
 def test_a_record_its_writer_is_still_writing_waits_for_the_rest(tmp_path: Path) -> None:
