@@ -169,9 +169,10 @@ def salvage(data: bytes) -> Salvaged:
     magic, length and CRC-32 all hold and its metadata is a JSON list, so
     bytes that merely look like the start of one (the magic in a body) are
     passed over. A body that embedded a whole encoded record, with damage
-    falling just before it, would be read as that record; such a body was
-    accepted as a signed message, so whoever could craft it could as well
-    have sent its contents as a message of their own.
+    falling just before it, would be read as that record; but such a body
+    passed the signature check (or came where unsigned messages are
+    accepted), so whoever could craft it could as well have sent the
+    embedded events in a message of their own.
     """
     view = memoryview(data)
     records: list[tuple[Record, int]] = []
