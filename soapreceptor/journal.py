@@ -520,8 +520,10 @@ class Journal:
         return False
 
     def _tidy_spool(self, segments: list[Segment], offsets: dict[str, int]) -> int:
-        """Delete the segments taken whole whose writer has left them; set aside damaged ones (see
-        :meth:`_set_aside`). How many messages that salvaged."""
+        """Delete the segments taken whole whose writer has left them, and set aside damaged ones.
+
+        How many messages were salvaged from the damaged ones (:meth:`_set_aside`).
+        """
         salvaged_messages = 0
         for segment in segments:
             at = offsets.get(segment.name, 0)
