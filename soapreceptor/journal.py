@@ -575,11 +575,12 @@ class Journal:
                 self._append(conn, rows)
                 conn.execute(_SET_SEGMENT_OFFSET, (segment.name, at + salvaged.records[-1][1]))
         aside = self.spool.set_aside(segment)
+        found = len(salvaged.records)
         after = (
-            f"the {len(salvaged.records)} whole records found after them ({salvaged.skipped} bytes passed over)"
-            " are in the journal too"
-            if salvaged.records
-            else "no whole record follows them"
+            f"and so {'is the whole record' if found == 1 else f'are the {found} whole records'} found after them"
+            f" ({salvaged.skipped} bytes passed over)"
+            if found
+            else "and no whole record follows them"
         )
         _logger.error(
             "spool segment %s holds bytes that are not a whole record (%s) from offset %d on:"

@@ -522,7 +522,7 @@ def test_a_sealed_segment_that_ends_in_damage_is_set_aside_once_its_whole_record
     aside = journal.spool.directory / spool.DAMAGED / segment.name
     assert b"not a record" in aside.read_bytes(), "kept, for a person to look at"
     assert "holds bytes that are not a whole record (damaged) from offset" in caplog.text
-    assert "every record before them is in the journal" in caplog.text
+    assert "every record before them is in the journal, and no whole record follows them" in caplog.text
 
 
 def _sealed_segment_of(journal: Journal, *assignments: str) -> tuple[Segment, list[int]]:
@@ -555,7 +555,7 @@ def test_messages_after_damage_in_a_sealed_segment_reach_the_journal_before_it_i
     assert aside.read_bytes() == harmed, "kept as it was, for a person to look at"
     what = "zeros" if harm == "zeroed" else "damaged"
     assert f"holds bytes that are not a whole record ({what}) from offset {starts[1]} on" in caplog.text
-    assert "the 2 whole records found after them" in caplog.text
+    assert "every record before them is in the journal, and so are the 2 whole records found after them" in caplog.text
     assert f"({starts[2] - starts[1]} bytes passed over)" in caplog.text
 
 
