@@ -525,6 +525,10 @@ def test_a_sealed_segment_that_ends_in_damage_is_set_aside_once_its_whole_record
     assert "every record before them is in the journal, and no whole record follows them" in caplog.text
 
 
+def _dies_before_setting_aside(self: Spool, segment: Segment) -> Path:
+    raise KeyboardInterrupt("the process dies between the salvage's commit and the move")
+
+
 def _sealed_segment_of(journal: Journal, *assignments: str) -> tuple[Segment, list[int]]:
     """A sealed segment holding one message for each of ``assignments``, and where each record starts."""
     journal.append_many([(*message(a), T0 + n) for n, a in enumerate(assignments)])
@@ -566,11 +570,8 @@ def test_a_salvage_cut_short_by_a_crash_takes_no_message_twice(tmp_path: Path, m
         file.seek(starts[1])
         file.write(b"\xde\xad")
 
-    def crash(self: Spool, segment: Segment) -> Path:
-        raise KeyboardInterrupt("the process dies between the salvage's commit and the move")
-
     with monkeypatch.context() as patch:
-        patch.setattr(Spool, "set_aside", crash)
+        patch.setattr(Spool, "set_aside", _dies_before_setting_aside)
         with pytest.raises(KeyboardInterrupt):
             journal.ingest()
     journal.close()
@@ -596,12 +597,8 @@ def test_an_ingester_that_looked_before_a_salvage_does_not_take_it_again(
         assert held
         assert second.ingest() == 1
     # ``first`` salvages C, and dies before setting the segment aside.
-
-    def crash(self: Spool, segment: Segment) -> Path:
-        raise KeyboardInterrupt("the process dies between the salvage's commit and the move")
-
     with monkeypatch.context() as patch:
-        patch.setattr(Spool, "set_aside", crash)
+        patch.setattr(Spool, "set_aside", _dies_before_setting_aside)
         with pytest.raises(KeyboardInterrupt):
             first.ingest()
     assert second.ingest() == 0
