@@ -10,6 +10,7 @@ import argparse
 import datetime as dt
 import json
 import logging
+import math
 import os
 import re
 import subprocess
@@ -240,6 +241,9 @@ def _run_when_idle() -> None:
 
 
 def _events(args: argparse.Namespace) -> int:
+    if args.limit is not None and args.limit < 0:
+        # SQLite would read a negative LIMIT as none at all: the opposite of what was asked.
+        raise ConfigError(f"--limit must be 0 or more, not {args.limit}")
     for stored in _journal().events(args.state, args.limit):
         print(json.dumps(_event_json(stored)) if args.json else _event_line(stored))
     return 0
@@ -307,6 +311,8 @@ def _purge(args: argparse.Namespace) -> int:
 
 
 def _send(args: argparse.Namespace) -> int:
+    if not 0 < args.timeout < math.inf:
+        raise ConfigError(f"--timeout must be a positive number of seconds, not {args.timeout:g}")
     try:
         events = [EventSpec.parse(text) for text in args.event]
     except ValueError as exc:

@@ -1,4 +1,4 @@
-"""The ``soapreceptor`` console script, run as a subprocess: send, serve and wsdl, and their exit statuses."""
+"""The ``soapreceptor`` console script, run as a subprocess: send, events, serve and wsdl, and their exit statuses."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
+from soapreceptor.journal import Arrival, Journal
+from soapreceptor.wire import parse_notify
 from tests import support
 from tests.support import Server, amazon_envelope, post
 
@@ -131,17 +133,52 @@ def test_send_to_a_closed_port_exits_3_without_a_traceback(closed_port: int, tmp
             " or SOAPRECEPTOR_SECRET_FILE",
             id="no-secret",
         ),
+        pytest.param(
+            ("--event", "Ping", "--timeout", "0"),
+            {"SOAPRECEPTOR_SECRET": support.KEY_2},
+            "soapreceptor: --timeout must be a positive number of seconds, not 0",
+            id="no-time-to-answer",
+        ),
+        pytest.param(
+            ("--event", "Ping", "--timeout", "-1.5"),
+            {"SOAPRECEPTOR_SECRET": support.KEY_2},
+            "soapreceptor: --timeout must be a positive number of seconds, not -1.5",
+            id="negative-timeout",
+        ),
     ],
 )
 def test_send_usage_errors_exit_2(
     closed_port: int, tmp_path: Path, args: tuple[str, ...], env: dict[str, str], message: str
 ) -> None:
-    """A malformed ``--event`` or no signing key is exit status 2 with one clear line, before any network."""
+    """A malformed ``--event``, no signing key or no time to answer is exit status 2 with one clear line, before any
+    network."""
     result = soapreceptor("send", "--url", f"http://127.0.0.1:{closed_port}/", *args, env=cli_env(**env), cwd=tmp_path)
 
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip() == message
     assert result.stdout == ""
+
+
+# --- events -----------------------------------------------------------------------------------------
+
+
+def test_events_lists_at_most_limit_and_refuses_a_negative_limit(tmp_path: Path) -> None:
+    """``--limit N`` lists the first N events; a negative N (which SQLite would read as no limit) is exit status 2."""
+    events = [{**support.ACCEPTED_EVENT, "AssignmentId": name} for name in ("A", "B", "C")]
+    body = amazon_envelope(events=events)
+    journal = Journal(tmp_path / "journal.db").open()
+    journal.record(parse_notify(body), Arrival(body=body, request_id="r", remote_addr="127.0.0.1"))
+    journal.close()
+    env = cli_env(SOAPRECEPTOR_JOURNAL=str(tmp_path / "journal.db"))
+
+    listed = soapreceptor("events", "--limit", "2", env=env, cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert [line.split()[-1] for line in listed.stdout.splitlines()] == ["assignment=A", "assignment=B"]
+
+    refused = soapreceptor("events", "--limit", "-1", env=env, cwd=tmp_path)
+    assert refused.returncode == 2
+    assert refused.stderr.strip() == "soapreceptor: --limit must be 0 or more, not -1"
+    assert refused.stdout == ""
 
 
 # --- serve ------------------------------------------------------------------------------------------
