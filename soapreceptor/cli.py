@@ -26,7 +26,7 @@ from .hooks import load_hook
 from .journal import STATES, Journal, JournalError, StoredEvent
 from .sender import VERSION_PLACES, EventSpec, Sender
 from .server import serve_command
-from .settings import Settings, required_signing_secret
+from .settings import HTTP_URL_EXAMPLE, Settings, bind_problem, is_http_url, required_signing_secret
 from .signature import DEPRECATED
 from .timestamps import format_timestamp
 from .wsgi import create_app
@@ -160,6 +160,9 @@ def _parser() -> argparse.ArgumentParser:
 def _serve(args: argparse.Namespace) -> int:
     env = dict(os.environ)
     if args.bind:
+        problem = bind_problem(args.bind)
+        if problem:
+            raise ConfigError(f"--bind {args.bind!r}: {problem}")
         env["SOAPRECEPTOR_BIND"] = args.bind
     if args.workers is not None:
         if args.workers < 1:
@@ -347,6 +350,9 @@ def _send(args: argparse.Namespace) -> int:
 
 def _wsdl(args: argparse.Namespace) -> int:
     url = args.url or os.environ.get("SOAPRECEPTOR_PUBLIC_URL", "").strip() or None
+    if url and not is_http_url(url):
+        where = "--url" if args.url else "SOAPRECEPTOR_PUBLIC_URL"
+        raise ConfigError(f"{where} {url!r} is not {HTTP_URL_EXAMPLE}")
     version = args.notification_version
     document = wsdl_with_address(version, url) if url else wsdl_path(version).read_bytes()
     sys.stdout.buffer.write(document)

@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from gunicorn.util import parse_address
+
 from .dispatch import DEFAULT_HOOK_TIMEOUT, DEFAULT_SCHEDULE, parse_schedule
 from .errors import ConfigError
 from .gate import DEFAULT_MAX_BODY
@@ -46,6 +48,9 @@ logger = logging.getLogger("soapreceptor")
 
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8080/"
 DEFAULT_BIND = "127.0.0.1:8080"
+_LAST_PORT = 65535
+#: How a message refusing a URL says what one looks like.
+HTTP_URL_EXAMPLE = "an http(s) URL such as https://example.org/mturk"
 DEFAULT_TOLERANCE = 300.0
 DEFAULT_JOURNAL = "soapreceptor.db"
 DISPATCHER_MODES = ("embedded", "off")
@@ -82,11 +87,11 @@ class Settings:
             )
         if self.max_body < 1024:
             raise ConfigError(f"SOAPRECEPTOR_MAX_BODY must be at least 1024 bytes, not {self.max_body}")
-        parts = urlsplit(self.public_url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ConfigError(
-                f"SOAPRECEPTOR_PUBLIC_URL={self.public_url!r} is not an http(s) URL such as https://example.org/mturk"
-            )
+        problem = bind_problem(self.bind)
+        if problem:
+            raise ConfigError(f"SOAPRECEPTOR_BIND={self.bind!r}: {problem}")
+        if not is_http_url(self.public_url):
+            raise ConfigError(f"SOAPRECEPTOR_PUBLIC_URL={self.public_url!r} is not {HTTP_URL_EXAMPLE}")
 
     def require_secret(self) -> None:
         """Raise :class:`ConfigError` unless a receptor could check signatures (or was told not to)."""
@@ -124,6 +129,28 @@ class Settings:
             hook_timeout=_number(env, "SOAPRECEPTOR_HOOK_TIMEOUT", DEFAULT_HOOK_TIMEOUT),
             max_body=_bytes(env, "SOAPRECEPTOR_MAX_BODY", DEFAULT_MAX_BODY),
         )
+
+
+def is_http_url(url: str) -> bool:
+    """Whether ``url`` is an absolute http(s) URL, as a WSDL's ``soap:address`` must be."""
+    parts = urlsplit(url)
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
+
+
+def bind_problem(bind: str) -> str | None:
+    """What is wrong with ``bind`` as an address for gunicorn to listen on, or None if nothing is.
+
+    Read as gunicorn reads it (HOST:PORT, [IPv6]:PORT, unix:PATH, fd://N),
+    before gunicorn does: it answers a port past 65535 with a traceback, and
+    the other mistakes with a line that does not name the setting.
+    """
+    try:
+        address = parse_address(bind)
+    except RuntimeError as exc:
+        return str(exc).rstrip(".")
+    if isinstance(address, tuple) and not 0 <= address[1] <= _LAST_PORT:
+        return f"port {address[1]} is not between 0 and {_LAST_PORT}"
+    return None
 
 
 def signing_secret(explicit: str | None = None, environ: Mapping[str, str] | None = None) -> str | None:

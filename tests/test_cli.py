@@ -218,6 +218,36 @@ def test_serve_with_a_bad_hook_exits_2_before_starting_gunicorn(tmp_path: Path) 
     assert "gunicorn" not in result.stderr + result.stdout
 
 
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        pytest.param(
+            ("--bind", "127.0.0.1:99999"),
+            {},
+            "soapreceptor: --bind '127.0.0.1:99999': port 99999 is not between 0 and 65535",
+            id="option",
+        ),
+        pytest.param(
+            (),
+            {"SOAPRECEPTOR_BIND": "localhost:http"},
+            "soapreceptor: SOAPRECEPTOR_BIND='localhost:http': 'http' is not a valid port number",
+            id="setting",
+        ),
+    ],
+)
+def test_serve_with_an_address_gunicorn_cannot_listen_on_exits_2_before_starting_it(
+    tmp_path: Path, args: tuple[str, ...], env: dict[str, str], message: str
+) -> None:
+    """A port out of range or not a number is one line and exit status 2, not gunicorn's traceback."""
+    full_env = {**Server(workdir=tmp_path).full_env(), **env}
+
+    result = soapreceptor("serve", *args, "--workers", "1", env=full_env, cwd=tmp_path)
+
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == message
+    assert "gunicorn" not in result.stderr + result.stdout
+
+
 # --- wsdl -------------------------------------------------------------------------------------------
 
 
@@ -255,3 +285,32 @@ def test_dispatch_idle_takes_the_lowest_priority_there_is(scheduler: str) -> Non
     assert done.returncode == 0, done.stderr
     idle, nice = done.stdout.split()
     assert (idle, nice) == (("True", "0") if scheduler == "SCHED_IDLE" else ("False", "19"))
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        pytest.param(
+            ("--url", "example.org/mturk"),
+            {},
+            "soapreceptor: --url 'example.org/mturk' is not an http(s) URL such as https://example.org/mturk",
+            id="option",
+        ),
+        pytest.param(
+            (),
+            {"SOAPRECEPTOR_PUBLIC_URL": "ftp://example.org/mturk"},
+            "soapreceptor: SOAPRECEPTOR_PUBLIC_URL 'ftp://example.org/mturk' is not an http(s) URL"
+            " such as https://example.org/mturk",
+            id="setting",
+        ),
+    ],
+)
+def test_wsdl_refuses_an_address_no_client_could_call(
+    tmp_path: Path, args: tuple[str, ...], env: dict[str, str], message: str
+) -> None:
+    """soap:address must be an absolute http(s) URL: anything else is exit status 2 and no WSDL on stdout."""
+    result = soapreceptor("wsdl", *args, env=cli_env(**env), cwd=tmp_path)
+
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == message
+    assert result.stdout == ""

@@ -420,6 +420,12 @@ def test_wsdl_defaults_to_2006_05_05_and_unknown_versions_get_a_fault(server_fac
             "soapreceptor: SOAPRECEPTOR_SCHED_POLICY is 'fifo'; use 'batch'",
             id="sched-policy",
         ),
+        pytest.param(
+            {"SOAPRECEPTOR_BIND": "127.0.0.1:99999"},
+            (),
+            "soapreceptor: SOAPRECEPTOR_BIND='127.0.0.1:99999': port 99999 is not between 0 and 65535",
+            id="bind-port",
+        ),
     ],
 )
 def test_gunicorn_refuses_to_start_with_unusable_settings(

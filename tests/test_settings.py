@@ -47,6 +47,13 @@ def test_every_variable(tmp_path: Path) -> None:
     assert settings.bind == "unix:/run/soapreceptor.sock"
 
 
+@pytest.mark.parametrize(
+    "bind", ["127.0.0.1:0", "0.0.0.0:65535", "[::1]:8080", "localhost", "unix:/run/x.sock", "fd://3"]
+)
+def test_every_address_gunicorn_listens_on_is_a_good_bind(bind: str) -> None:
+    assert Settings.from_env({"SOAPRECEPTOR_SECRET": "k", "SOAPRECEPTOR_BIND": bind}).bind == bind
+
+
 def test_unsigned_only_is_allowed_without_secret() -> None:
     assert not Settings.from_env({"SOAPRECEPTOR_ACCEPT_UNSIGNED": "1"}).keyring
 
@@ -59,6 +66,22 @@ def test_unsigned_only_is_allowed_without_secret() -> None:
         ({"SOAPRECEPTOR_SECRET": "k", "SOAPRECEPTOR_ACCEPT_UNSIGNED": "maybe"}, "SOAPRECEPTOR_ACCEPT_UNSIGNED"),
         ({"SOAPRECEPTOR_SECRET": "k", "SOAPRECEPTOR_PUBLIC_URL": "example.org"}, "SOAPRECEPTOR_PUBLIC_URL"),
         ({"SOAPRECEPTOR_SECRET_FILE": "/nonexistent/secrets"}, "cannot be read"),
+        (
+            {"SOAPRECEPTOR_SECRET": "k", "SOAPRECEPTOR_BIND": "127.0.0.1:99999"},
+            r"SOAPRECEPTOR_BIND='127.0.0.1:99999': port 99999 is not between 0 and 65535$",
+        ),
+        (
+            {"SOAPRECEPTOR_SECRET": "k", "SOAPRECEPTOR_BIND": "[::1]:-1"},
+            r"SOAPRECEPTOR_BIND='\[::1\]:-1': port -1 is not between 0 and 65535$",
+        ),
+        (
+            {"SOAPRECEPTOR_SECRET": "k", "SOAPRECEPTOR_BIND": "localhost:http"},
+            r"SOAPRECEPTOR_BIND='localhost:http': 'http' is not a valid port number$",
+        ),
+        (
+            {"SOAPRECEPTOR_SECRET": "k", "SOAPRECEPTOR_BIND": "fd://three"},
+            r"SOAPRECEPTOR_BIND='fd://three': 'three' is not a valid file descriptor$",
+        ),
     ],
 )
 def test_bad_settings_say_which_and_why(env: dict[str, str], fragment: str) -> None:
