@@ -26,7 +26,7 @@ from .hooks import load_hook
 from .journal import STATES, Journal, JournalError, StoredEvent
 from .sender import VERSION_PLACES, EventSpec, Sender
 from .server import serve_command
-from .settings import HTTP_URL_EXAMPLE, Settings, bind_problem, is_http_url, required_signing_secret
+from .settings import Settings, bind_problem, require_http_url, required_signing_secret
 from .signature import DEPRECATED
 from .timestamps import format_timestamp
 from .wsgi import create_app
@@ -316,6 +316,7 @@ def _purge(args: argparse.Namespace) -> int:
 def _send(args: argparse.Namespace) -> int:
     if not 0 < args.timeout < math.inf:
         raise ConfigError(f"--timeout must be a positive number of seconds, not {args.timeout:g}")
+    require_http_url(args.url, "--url")
     try:
         events = [EventSpec.parse(text) for text in args.event]
     except ValueError as exc:
@@ -350,9 +351,8 @@ def _send(args: argparse.Namespace) -> int:
 
 def _wsdl(args: argparse.Namespace) -> int:
     url = args.url or os.environ.get("SOAPRECEPTOR_PUBLIC_URL", "").strip() or None
-    if url and not is_http_url(url):
-        where = "--url" if args.url else "SOAPRECEPTOR_PUBLIC_URL"
-        raise ConfigError(f"{where} {url!r} is not {HTTP_URL_EXAMPLE}")
+    if url:
+        require_http_url(url, "--url" if args.url else "SOAPRECEPTOR_PUBLIC_URL")
     version = args.notification_version
     document = wsdl_with_address(version, url) if url else wsdl_path(version).read_bytes()
     sys.stdout.buffer.write(document)

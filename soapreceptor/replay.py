@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from . import wire
 from .errors import ConfigError
 from .fixtures import Expectation, Fixture, load
-from .settings import required_signing_secret
+from .settings import require_http_url, required_signing_secret
 
 
 @dataclass(frozen=True)
@@ -102,17 +102,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def command(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     """Replay every fixture named; one line each, a summary, exit 1 if any answer was not as expected."""
     try:
+        require_http_url(args.url, "--url")
         fixtures = load(args.paths)
-    except ValueError as exc:
+        secret = required_signing_secret(args.secret, "--resign") if args.resign else None
+    except (ConfigError, ValueError) as exc:
         print(f"soapreceptor: {exc}", file=err)
         return 2
-    secret = None
-    if args.resign:
-        try:
-            secret = required_signing_secret(args.secret, "--resign")
-        except ConfigError as exc:
-            print(f"soapreceptor: {exc}", file=err)
-            return 2
     failed = 0
     step = max(1, len(fixtures) // 10)
     for number, fixture in enumerate(fixtures, start=1):

@@ -137,6 +137,12 @@ def is_http_url(url: str) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.netloc)
 
 
+def require_http_url(url: str, name: str) -> None:
+    """Raise :class:`ConfigError` naming ``name`` (an option or setting) unless ``url`` is an absolute http(s) URL."""
+    if not is_http_url(url):
+        raise ConfigError(f"{name} {url!r} is not {HTTP_URL_EXAMPLE}")
+
+
 def bind_problem(bind: str) -> str | None:
     """What is wrong with ``bind`` as an address for gunicorn to listen on, or None if nothing is.
 

@@ -59,7 +59,7 @@ from .errors import ConfigError, SendError
 from .journal import Journal, JournalError
 from .model import EventType
 from .sender import EventSpec, Sender
-from .settings import required_signing_secret
+from .settings import require_http_url, required_signing_secret
 from .timestamps import format_timestamp
 
 ID_LENGTH: Final[int] = 30
@@ -532,6 +532,7 @@ def command(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | N
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
     try:
+        require_http_url(args.url, "--url")
         secret = required_signing_secret(args.secret, "simulate")
     except ConfigError as exc:
         print(f"soapreceptor: {exc}", file=err)

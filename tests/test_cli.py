@@ -287,30 +287,40 @@ def test_dispatch_idle_takes_the_lowest_priority_there_is(scheduler: str) -> Non
     assert (idle, nice) == (("True", "0") if scheduler == "SCHED_IDLE" else ("False", "19"))
 
 
+FIXTURE = str(Path(__file__).parent / "fixtures" / "amazon-shape" / "2006-05-05.http")
+
+
 @pytest.mark.parametrize(
-    ("args", "env", "message"),
+    ("command", "env"),
     [
-        pytest.param(
-            ("--url", "example.org/mturk"),
-            {},
-            "soapreceptor: --url 'example.org/mturk' is not an http(s) URL such as https://example.org/mturk",
-            id="option",
-        ),
-        pytest.param(
-            (),
-            {"SOAPRECEPTOR_PUBLIC_URL": "ftp://example.org/mturk"},
-            "soapreceptor: SOAPRECEPTOR_PUBLIC_URL 'ftp://example.org/mturk' is not an http(s) URL"
-            " such as https://example.org/mturk",
-            id="setting",
-        ),
+        pytest.param(("wsdl",), {}, id="wsdl"),
+        pytest.param(("send", "--event", "Ping"), {"SOAPRECEPTOR_SECRET": support.KEY_1}, id="send"),
+        pytest.param(("replay", FIXTURE), {}, id="replay"),
+        pytest.param(("simulate", "--hits", "1"), {"SOAPRECEPTOR_SECRET": support.KEY_1}, id="simulate"),
     ],
 )
-def test_wsdl_refuses_an_address_no_client_could_call(
-    tmp_path: Path, args: tuple[str, ...], env: dict[str, str], message: str
+@pytest.mark.parametrize("url", ["example.org/mturk", "ftp://example.org/mturk", "http://"])
+def test_a_url_that_is_not_an_http_url_is_refused_before_anything_is_sent(
+    tmp_path: Path, command: tuple[str, ...], env: dict[str, str], url: str
 ) -> None:
-    """soap:address must be an absolute http(s) URL: anything else is exit status 2 and no WSDL on stdout."""
-    result = soapreceptor("wsdl", *args, env=cli_env(**env), cwd=tmp_path)
+    """Exit status 2 and one line. Before, replay sent the fixtures for a URL without a scheme to 127.0.0.1:80,
+    and wsdl wrote any text into soap:address."""
+    result = soapreceptor(command[0], "--url", url, *command[1:], env=cli_env(**env), cwd=tmp_path)
 
     assert result.returncode == 2, result.stderr
-    assert result.stderr.strip() == message
+    assert (
+        result.stderr.strip() == f"soapreceptor: --url {url!r} is not an http(s) URL such as https://example.org/mturk"
+    )
+    assert result.stdout == ""
+
+
+def test_wsdl_refuses_a_public_url_setting_no_client_could_call(tmp_path: Path) -> None:
+    """Without --url, the address is SOAPRECEPTOR_PUBLIC_URL's, and the refusal names that setting."""
+    result = soapreceptor("wsdl", env=cli_env(SOAPRECEPTOR_PUBLIC_URL="ftp://example.org/mturk"), cwd=tmp_path)
+
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == (
+        "soapreceptor: SOAPRECEPTOR_PUBLIC_URL 'ftp://example.org/mturk' is not an http(s) URL"
+        " such as https://example.org/mturk"
+    )
     assert result.stdout == ""
