@@ -49,8 +49,6 @@ logger = logging.getLogger("soapreceptor")
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8080/"
 DEFAULT_BIND = "127.0.0.1:8080"
 _LAST_PORT = 65535
-#: How a message refusing a URL says what one looks like.
-HTTP_URL_EXAMPLE = "an http(s) URL such as https://example.org/mturk"
 DEFAULT_TOLERANCE = 300.0
 DEFAULT_JOURNAL = "soapreceptor.db"
 DISPATCHER_MODES = ("embedded", "off")
@@ -90,8 +88,7 @@ class Settings:
         problem = bind_problem(self.bind)
         if problem:
             raise ConfigError(f"SOAPRECEPTOR_BIND={self.bind!r}: {problem}")
-        if not is_http_url(self.public_url):
-            raise ConfigError(f"SOAPRECEPTOR_PUBLIC_URL={self.public_url!r} is not {HTTP_URL_EXAMPLE}")
+        require_http_url(self.public_url, "SOAPRECEPTOR_PUBLIC_URL")
 
     def require_secret(self) -> None:
         """Raise :class:`ConfigError` unless a receptor could check signatures (or was told not to)."""
@@ -140,7 +137,9 @@ def is_http_url(url: str) -> bool:
 def require_http_url(url: str, name: str) -> None:
     """Raise :class:`ConfigError` naming ``name`` (an option or setting) unless ``url`` is an absolute http(s) URL."""
     if not is_http_url(url):
-        raise ConfigError(f"{name} {url!r} is not {HTTP_URL_EXAMPLE}")
+        # As every refusal names its value: SETTING='value', --option 'value'.
+        named = f"{name}={url!r}" if name.startswith("SOAPRECEPTOR_") else f"{name} {url!r}"
+        raise ConfigError(f"{named} is not an http(s) URL such as https://example.org/mturk")
 
 
 def bind_problem(bind: str) -> str | None:

@@ -320,7 +320,7 @@ def test_wsdl_refuses_a_public_url_setting_no_client_could_call(tmp_path: Path) 
 
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip() == (
-        "soapreceptor: SOAPRECEPTOR_PUBLIC_URL 'ftp://example.org/mturk' is not an http(s) URL"
+        "soapreceptor: SOAPRECEPTOR_PUBLIC_URL='ftp://example.org/mturk' is not an http(s) URL"
         " such as https://example.org/mturk"
     )
     assert result.stdout == ""

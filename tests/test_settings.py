@@ -64,7 +64,10 @@ def test_unsigned_only_is_allowed_without_secret() -> None:
         ({"SOAPRECEPTOR_SECRET": "k", "SOAPRECEPTOR_TIMESTAMP_TOLERANCE": "soon"}, "SOAPRECEPTOR_TIMESTAMP_TOLERANCE"),
         ({"SOAPRECEPTOR_SECRET": "k", "SOAPRECEPTOR_TIMESTAMP_TOLERANCE": "-1"}, "SOAPRECEPTOR_TIMESTAMP_TOLERANCE"),
         ({"SOAPRECEPTOR_SECRET": "k", "SOAPRECEPTOR_ACCEPT_UNSIGNED": "maybe"}, "SOAPRECEPTOR_ACCEPT_UNSIGNED"),
-        ({"SOAPRECEPTOR_SECRET": "k", "SOAPRECEPTOR_PUBLIC_URL": "example.org"}, "SOAPRECEPTOR_PUBLIC_URL"),
+        (
+            {"SOAPRECEPTOR_SECRET": "k", "SOAPRECEPTOR_PUBLIC_URL": "example.org"},
+            r"^SOAPRECEPTOR_PUBLIC_URL='example.org' is not an http\(s\) URL such as https://example.org/mturk$",
+        ),
         ({"SOAPRECEPTOR_SECRET_FILE": "/nonexistent/secrets"}, "cannot be read"),
         (
             {"SOAPRECEPTOR_SECRET": "k", "SOAPRECEPTOR_BIND": "127.0.0.1:99999"},
