@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from . import wire
 from .errors import ConfigError
 from .fixtures import Expectation, Fixture, load
-from .settings import require_http_url, required_signing_secret
+from .settings import is_http_url, require_http_url, required_signing_secret
 
 
 @dataclass(frozen=True)
@@ -50,10 +50,17 @@ class Replayed:
 
 
 def send(url: str, fixture: Fixture, timeout: float = 30.0) -> tuple[int, bytes]:
-    """Post ``fixture`` to ``url`` with its recorded headers and body; return status and answer body."""
+    """Post ``fixture`` to ``url`` with its recorded headers and body; return status and answer body.
+
+    Raises :class:`ValueError` unless ``url`` is an absolute http(s) URL:
+    one without a host would otherwise be posted to the local machine.
+    """
+    if not is_http_url(url):
+        raise ValueError(f"{url!r} is not an http(s) URL such as https://example.org/mturk")
     parts = urlsplit(url)
     connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-    connection = connection_class(parts.hostname or "127.0.0.1", parts.port, timeout=timeout)
+    # hostname is never None here (is_http_url checked it); the "" is for the type checker.
+    connection = connection_class(parts.hostname or "", parts.port, timeout=timeout)
     try:
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         connection.putrequest(fixture.method, target, skip_host=True, skip_accept_encoding=True)

@@ -129,9 +129,13 @@ class Settings:
 
 
 def is_http_url(url: str) -> bool:
-    """Whether ``url`` is an absolute http(s) URL, as a WSDL's ``soap:address`` must be."""
+    """Whether ``url`` is an absolute http(s) URL with a host (and a port, if any, that is a number 0-65535)."""
     parts = urlsplit(url)
-    return parts.scheme in ("http", "https") and bool(parts.netloc)
+    try:
+        parts.port  # noqa: B018 (read for the ValueError it raises on a bad port)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 def require_http_url(url: str, name: str) -> None:

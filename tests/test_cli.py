@@ -299,7 +299,7 @@ FIXTURE = str(Path(__file__).parent / "fixtures" / "amazon-shape" / "2006-05-05.
         pytest.param(("simulate", "--hits", "1"), {"SOAPRECEPTOR_SECRET": support.KEY_1}, id="simulate"),
     ],
 )
-@pytest.mark.parametrize("url", ["example.org/mturk", "ftp://example.org/mturk", "http://"])
+@pytest.mark.parametrize("url", ["example.org/mturk", "ftp://example.org/mturk", "http://", "http://example.org:http/"])
 def test_a_url_that_is_not_an_http_url_is_refused_before_anything_is_sent(
     tmp_path: Path, command: tuple[str, ...], env: dict[str, str], url: str
 ) -> None:

@@ -116,6 +116,14 @@ def test_replay_reports_answers_that_are_not_as_expected(server_factory: Callabl
     assert "got 500 Client.SignatureMismatch, expected 200" in out  # the fixtures signed with KEY_1
 
 
+@pytest.mark.parametrize("url", ["example.org/mturk", "http://:8080/", "http://127.0.0.1:99999/", "ftp://127.0.0.1/"])
+def test_replay_sends_nothing_to_a_url_without_an_http_host_and_port(url: str) -> None:
+    """Before, a URL without a host was posted to 127.0.0.1 (and any scheme but https as http)."""
+    fixture = fixtures.standard_set()[0]
+    with pytest.raises(ValueError, match="is not an http\\(s\\) URL"):
+        replay.send(url, fixture)
+
+
 def test_replay_usage_errors() -> None:
     assert run(["--url", "http://127.0.0.1:9/", "/nonexistent.http"])[0] == 2
     code, _, err = run(["--url", "http://127.0.0.1:9/", "--resign", str(FIXTURES)])
