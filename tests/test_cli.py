@@ -287,7 +287,9 @@ def test_dispatch_idle_takes_the_lowest_priority_there_is(scheduler: str) -> Non
     assert (idle, nice) == (("True", "0") if scheduler == "SCHED_IDLE" else ("False", "19"))
 
 
-FIXTURE = str(Path(__file__).parent / "fixtures" / "amazon-shape" / "2006-05-05.http")
+# --- every command that takes --url -----------------------------------------------------------------
+
+FIXTURE = str(support.REPO / "tests" / "fixtures" / "amazon-shape" / "2006-05-05.http")
 
 
 @pytest.mark.parametrize(
