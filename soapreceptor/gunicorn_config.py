@@ -53,7 +53,9 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
 # Requests gunicorn refuses before the application sees them (over its limits
 # below, not HTTP at all) get a SOAP fault, not gunicorn's HTML page.
 from soapreceptor import affinity, http_faults, scheduling  # noqa: E402 (after PROMETHEUS_MULTIPROC_DIR is set)
+from soapreceptor.errors import ConfigError  # noqa: E402
 from soapreceptor.server import reexec_args  # noqa: E402
+from soapreceptor.settings import count_setting  # noqa: E402
 
 http_faults.install()
 
@@ -66,18 +68,20 @@ bind = [os.environ.get("SOAPRECEPTOR_BIND", "").strip() or "127.0.0.1:8080"]
 # return before the answer. The requests a worker serves meanwhile share its
 # next commit (soapreceptor.group_commit), so the disk's sync rate does not cap
 # the message rate; threads also keep HTTP/1.1 connections alive.
-workers = int(os.environ.get("SOAPRECEPTOR_WORKERS", "").strip() or multiprocessing.cpu_count())
 worker_class = "gthread"
-threads = int(os.environ.get("SOAPRECEPTOR_THREADS", "").strip() or 8)
 
 # Each worker on a CPU of its own where there is one for each (SOAPRECEPTOR_CPU_AFFINITY,
 # "auto" or "off"; see soapreceptor.affinity), and scheduled without preempting the others on
 # wake-up (SOAPRECEPTOR_SCHED_POLICY, "batch" or "normal"; see soapreceptor.scheduling).
-# Both are checked here, so a wrong value stops the server.
+# All four are checked here, so that a wrong value stops the server with one line naming it:
+# gunicorn itself would answer a count that is not a number with a traceback, 0 threads with
+# "Worker failed to boot", and 0 workers by serving nothing.
 try:
+    workers = count_setting(os.environ, "SOAPRECEPTOR_WORKERS", multiprocessing.cpu_count())
+    threads = count_setting(os.environ, "SOAPRECEPTOR_THREADS", 8)
     _cpu_affinity = affinity.mode(os.environ)
     _sched_policy = scheduling.policy(os.environ)
-except ValueError as _exc:
+except (ConfigError, ValueError) as _exc:
     raise SystemExit(f"soapreceptor: {_exc}") from None
 
 

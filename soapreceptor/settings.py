@@ -219,6 +219,16 @@ def one_of(env: Mapping[str, str], name: str, choices: Mapping[str, str]) -> str
     return value
 
 
+def count_setting(env: Mapping[str, str], name: str, default: int) -> int:
+    """The setting ``name`` in ``env`` as a whole number of 1 or more; ``default`` when it is unset or blank."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise ConfigError(f"{name}={raw!r} is not a whole number of 1 or more")
+    return int(raw)
+
+
 def _number(env: Mapping[str, str], name: str, default: float) -> float:
     raw = env.get(name, "").strip()
     if not raw:

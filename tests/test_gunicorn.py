@@ -426,6 +426,16 @@ def test_wsdl_defaults_to_2006_05_05_and_unknown_versions_get_a_fault(server_fac
             "soapreceptor: SOAPRECEPTOR_BIND='127.0.0.1:99999': port 99999 is not between 0 and 65535",
             id="bind-port",
         ),
+        *(
+            pytest.param(
+                {name: value},
+                (),
+                f"soapreceptor: {name}={value!r} is not a whole number of 1 or more",
+                id=f"{name.removeprefix('SOAPRECEPTOR_').lower()}-{value}",
+            )
+            for name in ("SOAPRECEPTOR_WORKERS", "SOAPRECEPTOR_THREADS")
+            for value in ("two", "0")
+        ),
     ],
 )
 def test_gunicorn_refuses_to_start_with_unusable_settings(

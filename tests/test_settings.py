@@ -8,7 +8,7 @@ import pytest
 
 from soapreceptor import ConfigError, Settings
 from soapreceptor.hooks import DEFAULT_HOOK, load_hook, log_event
-from soapreceptor.settings import signing_secret
+from soapreceptor.settings import count_setting, signing_secret
 from tests import recording_hook
 from tests.support import KEY_1, KEY_2
 
@@ -52,6 +52,18 @@ def test_every_variable(tmp_path: Path) -> None:
 )
 def test_every_address_gunicorn_listens_on_is_a_good_bind(bind: str) -> None:
     assert Settings.from_env({"SOAPRECEPTOR_SECRET": "k", "SOAPRECEPTOR_BIND": bind}).bind == bind
+
+
+@pytest.mark.parametrize(("raw", "count"), [(None, 8), ("", 8), ("   ", 8), ("1", 1), (" 16 ", 16)])
+def test_a_count_setting_is_a_whole_number_of_one_or_more_or_its_default(raw: str | None, count: int) -> None:
+    env = {} if raw is None else {"SOAPRECEPTOR_THREADS": raw}
+    assert count_setting(env, "SOAPRECEPTOR_THREADS", 8) == count
+
+
+@pytest.mark.parametrize("raw", ["0", "-1", "2.5", "eight", "1e3"])
+def test_a_count_setting_refuses_anything_else_by_name(raw: str) -> None:
+    with pytest.raises(ConfigError, match=f"^SOAPRECEPTOR_THREADS={raw!r} is not a whole number of 1 or more$"):
+        count_setting({"SOAPRECEPTOR_THREADS": raw}, "SOAPRECEPTOR_THREADS", 8)
 
 
 def test_unsigned_only_is_allowed_without_secret() -> None:
