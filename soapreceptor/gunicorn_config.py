@@ -55,12 +55,12 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
 from soapreceptor import affinity, http_faults, scheduling  # noqa: E402 (after PROMETHEUS_MULTIPROC_DIR is set)
 from soapreceptor.errors import ConfigError  # noqa: E402
 from soapreceptor.server import reexec_args  # noqa: E402
-from soapreceptor.settings import count_setting  # noqa: E402
+from soapreceptor.settings import DEFAULT_BIND, count_setting  # noqa: E402
 
 http_faults.install()
 
 # Where to listen (SOAPRECEPTOR_BIND): host:port, or unix:/path for a proxy.
-bind = [os.environ.get("SOAPRECEPTOR_BIND", "").strip() or "127.0.0.1:8080"]
+bind = [os.environ.get("SOAPRECEPTOR_BIND", "").strip() or DEFAULT_BIND]
 
 # Threaded workers, one per core (SOAPRECEPTOR_WORKERS), each serving up to
 # SOAPRECEPTOR_THREADS requests at once. The work of a Notify call is short

@@ -536,10 +536,11 @@ class Journal:
                         rest = self.spool.read(segment, at)  # final now: nobody may write to it any more
                         if rest.records:
                             continue  # for the next ingest
-                        salvaged = self.spool.salvage_from(segment, at) if rest.rest else None
-                        if salvaged is not None and (salvaged.records or rest.rest != "unwritten"):
-                            salvaged_messages += self._set_aside(segment, at, rest.rest, salvaged)
-                            continue
+                        if rest.rest:  # damage, or zeros: either may hide whole records after it
+                            salvaged = self.spool.salvage_from(segment, at)
+                            if salvaged.records or rest.rest != "unwritten":
+                                salvaged_messages += self._set_aside(segment, at, rest.rest, salvaged)
+                                continue
                         # Marked finished in a synced commit, then deleted: were it to come back after a
                         # power loss (its deletion not yet on disk), it would not be taken again.
                         with self._write(synced=True) as conn:

@@ -221,12 +221,7 @@ def one_of(env: Mapping[str, str], name: str, choices: Mapping[str, str]) -> str
 
 def count_setting(env: Mapping[str, str], name: str, default: int) -> int:
     """The setting ``name`` in ``env`` as a whole number of 1 or more; ``default`` when it is unset or blank."""
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    if not raw.isdigit() or int(raw) < 1:
-        raise ConfigError(f"{name}={raw!r} is not a whole number of 1 or more")
-    return int(raw)
+    return _whole_number(env, name, default, least=1, what="a whole number of 1 or more")
 
 
 def _number(env: Mapping[str, str], name: str, default: float) -> float:
@@ -240,11 +235,15 @@ def _number(env: Mapping[str, str], name: str, default: float) -> float:
 
 
 def _bytes(env: Mapping[str, str], name: str, default: int) -> int:
+    return _whole_number(env, name, default, least=0, what="a whole number of bytes")
+
+
+def _whole_number(env: Mapping[str, str], name: str, default: int, *, least: int, what: str) -> int:
     raw = env.get(name, "").strip()
     if not raw:
         return default
-    if not raw.isdigit():
-        raise ConfigError(f"{name}={raw!r} is not a whole number of bytes")
+    if not raw.isdigit() or int(raw) < least:
+        raise ConfigError(f"{name}={raw!r} is not {what}")
     return int(raw)
 
 
