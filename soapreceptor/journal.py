@@ -43,6 +43,7 @@ import hashlib
 import heapq
 import json
 import logging
+import math
 import os
 import sqlite3
 import threading
@@ -461,20 +462,25 @@ class Journal:
         taken whole whose writer has left them are then deleted; a sealed
         segment that holds bytes that are not a whole record is set aside (in
         ``damaged/``) for a person to look at, and logged, once every whole
-        record in it, before the damage and after it, is in the journal.
+        record in it, before the damage and after it, is in the journal. A
+        whole record that is not a message is passed over (:meth:`_pass_over`).
+        Raises :class:`JournalError` if the journal or the spool fails.
         """
-        if not everything:
-            return self._ingest_some()
-        # Each turn takes up to READ_BYTES more of every segment that has more, so
-        # the largest segment present now bounds the turns; later appends may wait.
-        largest = max((segment.size for segment in self.spool.segments()), default=0)
-        taken = 0
-        for _ in range(largest // READ_BYTES + 1):
-            took = self._ingest_some()
-            taken += took
-            if not took:
-                break
-        return taken
+        try:
+            if not everything:
+                return self._ingest_some()
+            # Each turn takes up to READ_BYTES more of every segment that has more, so
+            # the largest segment present now bounds the turns; later appends may wait.
+            largest = max((segment.size for segment in self.spool.segments()), default=0)
+            taken = 0
+            for _ in range(largest // READ_BYTES + 1):
+                took = self._ingest_some()
+                taken += took
+                if not took:
+                    break
+            return taken
+        except SpoolError as exc:
+            raise JournalError(f"the journal could not take in its spool: {exc}") from exc
 
     def _ingest_some(self) -> int:
         """One turn of :meth:`ingest`: how many messages it took (salvaged ones included: _set_aside)."""
@@ -485,23 +491,29 @@ class Journal:
         with self._write(synced=True) as conn:
             segments = self.spool.segments()
             offsets = {str(name): int(at) for name, at in conn.execute("SELECT name, offset FROM spool_segments")}
-            taken: list[list[tuple[float, int, tuple[object, ...], str, int]]] = []
+            taken: list[list[tuple[float, int, tuple[object, ...]]]] = []
+            reached: dict[str, int] = {}
             for number, segment in enumerate(segments):
                 start = offsets.get(segment.name, 0)
                 if start == _FINISHED or not self.spool.has_more(segment, start):
                     continue
-                decoded = self.spool.read(segment, start)
-                taken.append(
-                    [
-                        (received_at, number, row, segment.name, start + end)
-                        for (received_at, row), end in ((_unspooled(record), end) for record, end in decoded.records)
-                    ]
-                )
+                rows = []
+                at = start
+                for record, end in self.spool.read(segment, start).records:
+                    try:
+                        received_at, row = _unspooled(record)
+                    except JournalError as exc:
+                        self._pass_over(segment, at, exc)
+                    else:
+                        rows.append((received_at, number, row))
+                    at = start + end
+                reached[segment.name] = at
+                taken.append(rows)
             # Each segment in its own order, the segments interleaved by arrival time.
             merged = list(heapq.merge(*taken, key=lambda item: (item[0], item[1])))
             if merged:
-                self._append(conn, [row for _, _, row, _, _ in merged])
-                reached = {name: end for _, _, _, name, end in merged}
+                self._append(conn, [row for _, _, row in merged])
+            if reached:
                 conn.executemany(_SET_SEGMENT_OFFSET, list(reached.items()))
                 offsets.update(reached)
             # Progress kept for segments that are gone is of no more use (they are never re-created).
@@ -510,6 +522,26 @@ class Journal:
             conn.executemany("DELETE FROM spool_segments WHERE name = ?", [(name,) for name in gone])
         self._ingested = {segment.name: offsets.get(segment.name, 0) for segment in segments}
         return len(merged) + self._tidy_spool(segments, offsets)
+
+    def _pass_over(self, segment: Segment, at: int, why: JournalError) -> None:
+        """Keep ``segment`` for a person, as it holds a record at ``at`` that is not a message (:func:`_unspooled`).
+
+        The ingest then goes on past that record, in the transaction that
+        called this: one record no release of this code wrote (a later
+        release's, read after a downgrade; or a bug's) must not hold up every
+        message accepted after it. It is whole (its checksum holds), so where
+        it ends is known, as it is not for damage; and the copy kept holds it
+        as it was, for the release that can read it.
+        """
+        kept = self.spool.keep(segment)
+        _logger.error(
+            "spool segment %s holds a record at offset %d that is not a message this release can read (%s):"
+            " passed over, and the segment kept as %s; the messages around it are taken as usual",
+            segment.name,
+            at,
+            why,
+            kept,
+        )
 
     def _spool_changed(self, segments: list[Segment]) -> bool:
         """Whether ``segments`` may hold something to ingest since this process last looked."""
@@ -555,34 +587,50 @@ class Journal:
         return salvaged_messages
 
     def _set_aside(self, segment: Segment, at: int, why: str, salvaged: Salvaged) -> int:
-        """Take the whole records past the damage at ``at`` (:func:`~soapreceptor.spool.salvage`), then set it aside.
+        """Take the whole records past the damage at ``at`` (:func:`~soapreceptor.spool.salvage`); set it aside.
 
-        In that order: were the process to die in between, the segment is
-        taken up again past the records salvaged (their offset is committed
-        with them), found to hold nothing more, and deleted. Its evidence is
-        lost then, but no message, and none is taken twice. How many
-        messages this took.
+        In this order: the segment is kept in ``damaged/`` as it is, then the
+        messages salvaged are committed with the segment's new offset, then
+        it leaves the spool. Were the process to die after the first step,
+        the next ingester does it all again (keeping it again costs nothing);
+        after the second, it takes the segment up again past the records
+        salvaged, finds nothing more and deletes it. No message is lost or
+        taken twice, and the segment as it was stays for a person to look at.
+        How many messages this took.
         """
+        rows: list[tuple[object, ...]] = []
+        unreadable = 0
+        for record, _end in salvaged.records:
+            try:
+                rows.append(_unspooled(record)[1])
+            except JournalError:
+                unreadable += 1  # kept in the copy, as _pass_over keeps one
+        aside = self.spool.keep(segment)
         if salvaged.records:
-            rows = [_unspooled(record)[1] for record, _ in salvaged.records]
             with self._write(synced=True) as conn:
                 stored = conn.execute("SELECT offset FROM spool_segments WHERE name = ?", (segment.name,)).fetchone()
                 now_at = int(stored[0]) if stored else 0
                 if now_at != at:
                     # ``at`` came from this process's last look, and another ingester has salvaged them
-                    # since (and died before setting the segment aside): the next turn goes on from there.
+                    # since (and died before removing the segment): the next turn goes on from there.
                     self._ingested[segment.name] = now_at
                     return 0
-                self._append(conn, rows)
+                if rows:
+                    self._append(conn, rows)
                 conn.execute(_SET_SEGMENT_OFFSET, (segment.name, at + salvaged.records[-1][1]))
-        aside = self.spool.set_aside(segment)
-        found = len(salvaged.records)
+        self.spool.remove(segment)
+        found = len(rows)
         after = (
             f"and so {'is the whole record' if found == 1 else f'are the {found} whole records'} found after them"
             f" ({salvaged.skipped} bytes passed over)"
             if found
-            else "and no whole record follows them"
+            else f"and no {'message' if unreadable else 'whole record'} follows them"
         )
+        if unreadable:
+            after += (
+                f"; {unreadable} whole record{'s' if unreadable > 1 else ''} after them"
+                f" {'are' if unreadable > 1 else 'is'} not a message this release can read"
+            )
         _logger.error(
             "spool segment %s holds bytes that are not a whole record (%s) from offset %d on:"
             " set aside as %s; every record before them is in the journal, %s",
@@ -593,7 +641,7 @@ class Journal:
             after,
         )
         self._ingested.pop(segment.name, None)
-        return len(salvaged.records)
+        return found
 
     def record(self, notification: Notification, arrival: Arrival, now: float | None = None) -> Recorded:
         """Store a notification durably and queue its events at once; what was stored.
@@ -1099,10 +1147,13 @@ class Journal:
                 if at == _FINISHED:
                     continue
                 # Each segment in arrival order: its first record not yet taken is its oldest.
-                decoded = self.spool.read(segment, at, limit=1)
-                if decoded.records:
-                    received_at, _row = _unspooled(decoded.records[0][0])
+                for record, _end in self.spool.read(segment, at, limit=1).records:
+                    try:
+                        received_at, _row = _unspooled(record)
+                    except JournalError:
+                        continue  # not a message: the next ingest passes over it (_pass_over)
                     oldest = received_at if oldest is None else min(oldest, received_at)
+                    break
         except SpoolError as exc:
             raise JournalError(f"the journal could not read its spool: {exc}") from exc
         return oldest
@@ -1219,11 +1270,65 @@ def _spooled(notification: Notification, arrival: Arrival, now: float) -> Record
 
 
 def _unspooled(record: Record) -> tuple[float, tuple[object, ...]]:
-    """A spool record as a message row again, with its arrival time."""
+    """A spool record as a message row again, with its arrival time.
+
+    Raises :class:`JournalError`, saying why, for a record that is not a
+    message as :func:`_spooled` writes it (a later release's, or a bug's).
+    Every value is checked, the events as the dispatcher will read them:
+    what the journal takes in here, it can also queue and hand on, rather
+    than fail at it on every turn after.
+    """
     meta = record.meta
-    if len(meta) != _SPOOLED_META or not isinstance(meta[0], int | float):
-        raise JournalError(f"a spool record holds {len(meta)} values, not a message's {_SPOOLED_META}")
-    return float(meta[0]), _row(meta, record.body)
+    if len(meta) != _SPOOLED_META:
+        raise JournalError(f"it holds {len(meta)} values, not a message's {_SPOOLED_META}")
+    for (name, types), value in zip(_SPOOLED_TYPES, meta, strict=True):
+        if not isinstance(value, types) or isinstance(value, bool):
+            raise JournalError(f"its {name} is {_preview(value)}, not {' or '.join(t.__name__ for t in types)}")
+    received_at, version, count, events = meta[0], meta[4], meta[9], meta[-1]
+    if not math.isfinite(received_at):
+        raise JournalError(f"its received_at is {received_at!r}, not a time")
+    try:
+        # A list since the events went in unencoded; JSON text in records spooled before that.
+        fields = json.loads(events) if isinstance(events, str) else events
+        if not isinstance(fields, list) or not all(_event_fields(one) for one in fields):
+            raise ValueError(f"{_preview(fields)} is not a list of events of five strings (or nulls) each")
+        _events_from_fields(fields, version)  # as the dispatcher will read them
+    except ValueError as exc:
+        raise JournalError(f"its events cannot be read: {exc}") from None
+    if len(fields) != count:
+        raise JournalError(f"it says it holds {count} events but holds {len(fields)}")
+    return float(received_at), _row(meta, record.body)
+
+
+#: Each value of a spooled message but its events (:func:`_message_meta`): its name, and the types it may have.
+_SPOOLED_TYPES: Final[tuple[tuple[str, tuple[type, ...]], ...]] = (
+    ("received_at", (int, float)),
+    ("request_id", (str, type(None))),
+    ("remote_addr", (str, type(None))),
+    ("soap_action", (str, type(None))),
+    ("version", (str,)),
+    ("version_source", (str,)),
+    ("timestamp", (str,)),
+    ("signature", (str, type(None))),
+    ("body_sha256", (str,)),
+    ("event_count", (int,)),
+    ("events", (list, str)),
+)
+
+
+def _event_fields(fields: object) -> bool:
+    """Whether ``fields`` is one event as a spool record holds it: type, time, HIT type, HIT, assignment."""
+    return (
+        isinstance(fields, list)
+        and len(fields) == 5
+        and isinstance(fields[0], str)
+        and all(value is None or isinstance(value, str) for value in fields)
+    )
+
+
+def _preview(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
 
 
 def _row(meta: tuple[object, ...], body: bytes) -> tuple[object, ...]:

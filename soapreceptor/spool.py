@@ -37,9 +37,11 @@ Pure code (the record format) first, then the files.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
+import shutil
 import struct
 import threading
 import time
@@ -467,13 +469,31 @@ class Spool:
         segment.path.unlink()
         _sync_directory(self.directory)
 
-    def set_aside(self, segment: Segment) -> Path:
-        """Move a damaged sealed segment to ``damaged/`` in the spool, for a person to look at; its new path."""
+    def keep(self, segment: Segment) -> Path:
+        """Keep ``segment`` as it is in ``damaged/`` in the spool, for a person to look at; its path there.
+
+        A second name for the same file (a hard link): nothing is copied, it
+        stays when the segment leaves the spool, and keeping it again (after
+        a process died between keeping it and removing it) costs nothing.
+        Where the file system has no hard links, a copy, synced.
+        """
         aside = self.directory / DAMAGED
-        aside.mkdir(exist_ok=True)
         target = aside / segment.name
-        os.rename(segment.path, target)
-        _sync_directory(self.directory)
+        try:
+            aside.mkdir(exist_ok=True)
+            try:
+                os.link(segment.path, target)
+            except FileExistsError:
+                if not os.path.samefile(segment.path, target):
+                    _copy(segment.path, target)  # an earlier copy: this one may have grown since
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK):
+                    raise
+                _copy(segment.path, target)
+            _sync_directory(aside)
+            _sync_directory(self.directory)  # damaged/ itself, if this made it
+        except OSError as exc:
+            raise SpoolError(f"could not keep the spool segment {segment.path} in {aside}: {exc}") from exc
         return target
 
     def remove_stale_creations(self, older_than: float = STALE_CREATION) -> None:
@@ -494,6 +514,18 @@ def _write_all(fd: int, data: bytes, offset: int) -> None:
     written = 0
     while written < len(data):
         written += os.pwrite(fd, data[written:], offset + written)
+
+
+def _copy(source: Path, target: Path) -> None:
+    """Copy ``source`` to ``target`` whole or not at all: written under another name, synced, then renamed."""
+    partial = target.with_name(f"{target.name}{_CREATING}")
+    shutil.copyfile(source, partial)
+    fd = os.open(partial, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(partial, target)
 
 
 def _sync_directory(directory: Path) -> None:

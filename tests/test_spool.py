@@ -525,8 +525,16 @@ def test_a_sealed_segment_that_ends_in_damage_is_set_aside_once_its_whole_record
     assert "every record before them is in the journal, and no whole record follows them" in caplog.text
 
 
-def _dies_before_setting_aside(self: Spool, segment: Segment) -> Path:
-    raise KeyboardInterrupt("the process dies between the salvage's commit and the move")
+_KEEP = Spool.keep
+
+
+def _dies_after_keeping(self: Spool, segment: Segment) -> Path:
+    _KEEP(self, segment)
+    raise KeyboardInterrupt("the process dies between keeping the segment and the salvage's commit")
+
+
+def _dies_before_removing(self: Spool, segment: Segment) -> None:
+    raise KeyboardInterrupt("the process dies between the salvage's commit and removing the segment")
 
 
 def _sealed_segment_of(journal: Journal, *assignments: str) -> tuple[Segment, list[int]]:
@@ -563,23 +571,31 @@ def test_messages_after_damage_in_a_sealed_segment_reach_the_journal_before_it_i
     assert f"({starts[2] - starts[1]} bytes passed over)" in caplog.text
 
 
-def test_a_salvage_cut_short_by_a_crash_takes_no_message_twice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("crash", "dies", "salvaged_after"),
+    [("after keeping it", _dies_after_keeping, 1), ("after the commit", _dies_before_removing, 0)],
+)
+def test_a_salvage_cut_short_by_a_crash_takes_no_message_twice_and_keeps_the_segment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, crash: str, dies: object, salvaged_after: int
+) -> None:
     journal = Journal(tmp_path / "journal.db")
     segment, starts = _sealed_segment_of(journal, "A", "B", "C")
     with open(segment.path, "r+b") as file:
         file.seek(starts[1])
         file.write(b"\xde\xad")
+    harmed = segment.path.read_bytes()
 
     with monkeypatch.context() as patch:
-        patch.setattr(Spool, "set_aside", _dies_before_setting_aside)
+        patch.setattr(Spool, "keep" if dies is _dies_after_keeping else "remove", dies)
         with pytest.raises(KeyboardInterrupt):
             journal.ingest()
     journal.close()
     again = Journal(tmp_path / "journal.db")  # the next process: nothing of the last one's in memory
-    assert again.ingest() == 0
+    assert again.ingest() == salvaged_after, crash
     assert stored_assignments(again) == ["A", "C"]
     assert again.spool.segments() == [], "nothing left in it to take: it goes"
     assert message_count(again.path) == 2
+    assert (again.spool.directory / spool.DAMAGED / segment.name).read_bytes() == harmed, "and it is kept"
 
 
 def test_an_ingester_that_looked_before_a_salvage_does_not_take_it_again(
@@ -596,9 +612,9 @@ def test_an_ingester_that_looked_before_a_salvage_does_not_take_it_again(
     with Spool.sealed(segment) as held:
         assert held
         assert second.ingest() == 1
-    # ``first`` salvages C, and dies before setting the segment aside.
+    # ``first`` salvages C, and dies before removing the segment.
     with monkeypatch.context() as patch:
-        patch.setattr(Spool, "set_aside", _dies_before_setting_aside)
+        patch.setattr(Spool, "remove", _dies_before_removing)
         with pytest.raises(KeyboardInterrupt):
             first.ingest()
     assert second.ingest() == 0
@@ -607,6 +623,127 @@ def test_an_ingester_that_looked_before_a_salvage_does_not_take_it_again(
     assert second.spool.segments() == [], "the next turn goes on from where the salvage left it"
     assert stored_assignments(second) == ["A", "C"]
     assert message_count(path) == 2
+
+
+def _unreadable(kind: str) -> Record:
+    """A whole record (its CRC holds) that is not a message this release can read, of ``kind``."""
+    good = _record_of(message("X"))
+    if kind == "newer":  # a segment written by a later release, read after a downgrade
+        return Record((*good.meta, "a value this release does not know"), good.body)
+    if kind == "event time":  # what a bug could write: the dispatcher could never queue it
+        return Record((*good.meta[:-2], 1, [["AssignmentAccepted", "yesterday", None, None, None]]), good.body)
+    if kind == "event count":
+        return Record((*good.meta[:-2], 2, good.meta[-1]), good.body)
+    if kind == "events text":  # events as JSON text, as records spooled by earlier releases hold them
+        return Record((*good.meta[:-1], "[not JSON"), good.body)
+    assert kind == "no version"
+    return Record((*good.meta[:4], None, *good.meta[5:]), good.body)
+
+
+UNREADABLE = ["newer", "event time", "event count", "events text", "no version"]
+
+
+@pytest.mark.parametrize("kind", UNREADABLE)
+def test_a_record_the_journal_cannot_read_holds_up_no_other_message(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, kind: str
+) -> None:
+    # It used to stop every ingest at it, for every segment (or, past the
+    # ingest, every queueing): each turn failed, and no message accepted after
+    # it was ever delivered.
+    journal = Journal(tmp_path / "journal.db")
+    unreadable = _unreadable(kind)
+    journal.spool.append([_record_of(message("A")), unreadable, _record_of(message("B"))])
+    other = Spool(journal.spool.directory)  # another worker's segment, still being written too
+    other.append([_record_of(message("C"))])
+    segment = journal.spool.segments()[0]
+    where = len(spool.encode(_record_of(message("A"))))
+    with caplog.at_level(logging.ERROR, logger="soapreceptor.journal"):
+        assert journal.ingest() == 3, "A and B, around it, and C in the other segment: at once"
+        assert journal.ingest() == 0
+    assert sorted(stored_assignments(journal)) == ["A", "B", "C"]
+    assert f"spool segment {segment.name} holds a record at offset {where} that is not a message" in caplog.text
+    assert caplog.text.count("is not a message") == 1, "skipped once, and said once"
+    kept = journal.spool.directory / spool.DAMAGED / segment.name
+    assert spool.encode(unreadable) in kept.read_bytes(), "kept, for a person (or the release that wrote it)"
+    # Once its writer has left it and it is all in the journal, the segment goes; the copy kept stays.
+    journal.spool.close()
+    other.close()
+    assert journal.ingest() == 0
+    assert journal.spool.segments() == []
+    assert spool.encode(unreadable) in kept.read_bytes()
+    assert message_count(journal.path) == 3
+
+
+def test_a_record_the_journal_cannot_read_past_damage_is_skipped_too(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    journal = Journal(tmp_path / "journal.db")
+    unreadable = _unreadable("newer")
+    journal.spool.append([_record_of(message(a)) for a in "AB"] + [unreadable, _record_of(message("C"))])
+    journal.spool.close()
+    (segment,) = journal.spool.segments()
+    b_starts = spool.decode(segment.path.read_bytes()).records[0][1]
+    with open(segment.path, "r+b") as file:
+        file.seek(b_starts)
+        file.write(b"\xde\xad")
+    with caplog.at_level(logging.ERROR, logger="soapreceptor.journal"):
+        assert journal.ingest() == 2
+    assert stored_assignments(journal) == ["A", "C"]
+    assert journal.spool.segments() == []
+    assert spool.encode(unreadable) in (journal.spool.directory / spool.DAMAGED / segment.name).read_bytes()
+    assert "and so is the whole record found after them" in caplog.text
+    assert "; 1 whole record after them is not a message this release can read" in caplog.text
+
+
+def test_a_record_the_journal_cannot_read_is_not_the_oldest_message_waiting(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "journal.db")
+    newer = _unreadable("newer")
+    journal.spool.append([Record((T0 - 50, *newer.meta[1:]), newer.body), _record_of(message("A"))])
+    assert journal.oldest_pending(ingest=False) == T0
+
+
+def test_a_spool_that_cannot_be_read_is_a_journal_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The dispatcher waits and tries again after a JournalError; anything else ended it.
+    journal = Journal(tmp_path / "journal.db")
+    journal.append_many([(*message("A"), T0)])
+
+    def unreadable(segment: Segment, offset: int, limit: int = spool.READ_BYTES) -> spool.Decoded:
+        raise spool.SpoolError(f"could not read the spool segment {segment.path}: [Errno 5] Input/output error")
+
+    monkeypatch.setattr(Spool, "read", staticmethod(unreadable))
+    with pytest.raises(JournalError, match="could not take in its spool: could not read the spool segment"):
+        journal.ingest()
+
+
+@pytest.mark.parametrize("errno_name", ["EPERM", "EOPNOTSUPP"])
+def test_a_segment_is_kept_as_a_copy_where_there_are_no_hard_links(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, errno_name: str
+) -> None:
+    import errno  # noqa: PLC0415
+
+    def no_links(source: object, target: object) -> None:
+        raise OSError(getattr(errno, errno_name), "Operation not permitted")
+
+    journal = Journal(tmp_path / "journal.db")
+    journal.spool.append([_record_of(message("A"))])
+    (segment,) = journal.spool.segments()
+    monkeypatch.setattr(os, "link", no_links)
+    kept = journal.spool.keep(segment)
+    assert kept.read_bytes() == segment.path.read_bytes()
+    assert not os.path.samefile(kept, segment.path)
+    journal.spool.append([_record_of(message("B"))])
+    assert journal.spool.keep(segment) == kept
+    assert kept.read_bytes() == segment.path.read_bytes(), "kept again: it had grown"
+    assert sorted(path.name for path in kept.parent.iterdir()) == [segment.name], "no partial copy left"
+
+
+def test_a_segment_kept_twice_is_one_file(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "journal.db")
+    journal.spool.append([_record_of(message("A"))])
+    (segment,) = journal.spool.segments()
+    kept = journal.spool.keep(segment)
+    assert journal.spool.keep(segment) == kept
+    assert os.path.samefile(kept, segment.path)
 
 
 def test_a_record_its_writer_is_still_writing_waits_for_the_rest(tmp_path: Path) -> None:
