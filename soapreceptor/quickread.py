@@ -8,10 +8,12 @@ fields in order, text and white space between the tags, and nothing else.
 For a message of ten events, parsing that with lxml and reading the tree
 was most of a message's own time in the receptor (issue 8).
 
-:func:`match` checks a body against that layout, written out below as one
-regular expression, and returns the texts where it fits. What it lets
-through is a strict subset of well-formed, namespace-well-formed XML 1.0:
-ASCII only; the five element names and their attributes spelled exactly;
+:func:`match` checks a body against that layout, written out below as
+regular expressions (up to the first Event, each Event, after the last), and
+returns the texts where it fits. What it lets through is a strict subset of
+what lxml's hardened parser accepts as namespace-well-formed XML 1.0: ASCII
+only, no more than a few megabytes, short prefixes (within libxml2's limits);
+the element names and their attributes spelled exactly;
 text with no markup, no reference and no character XML would change (no
 ``&``, ``<``, ``>``, carriage return or control character), so that each
 text is what lxml's ``.text`` gives; every prefix used declared once, none
@@ -39,7 +41,10 @@ _S: Final[str] = r"[ \t\r\n]*"
 _TEXT: Final[str] = r"[^<&>\x00-\x08\x0b-\x1f]*"
 #: An attribute value: a URI's characters, without white space (normalised by parsers) or quotes.
 _VALUE: Final[str] = r"[A-Za-z0-9:/._~%?#\[\]@!$()*+,;=-]+"
-_PREFIX: Final[str] = r"[A-Za-z_][A-Za-z0-9._-]*"
+#: A prefix of a sensible length (libxml2 refuses names over 50,000 characters; this must refuse them too).
+_PREFIX: Final[str] = r"[A-Za-z_][A-Za-z0-9._-]{0,63}"
+#: Larger bodies take the full reading: without huge_tree, libxml2 refuses a text over 10 MB.
+_MOST: Final[int] = 4 * 1024 * 1024
 
 
 def _field(name: str) -> str:
@@ -92,7 +97,7 @@ class Layout:
 
 def match(body: bytes) -> Layout | None:
     """The texts of ``body`` if it is a SOAP 1.1 ``Notify`` in MTurk's layout (see the module), else None."""
-    if not body.isascii():
+    if len(body) > _MOST or not body.isascii():
         return None
     text = body.decode("ascii")
     head = _HEAD.match(text)

@@ -188,6 +188,9 @@ NEAR_MISSES = [
     document(tail="\n<?pi x?>"),
     document(tail="junk"),
     document(tail="\n<soapenv:Envelope/>"),
+    # Past libxml2's limits (without huge_tree): a name of over 50,000 characters.
+    document(prefix="p" * 50_001, declarations=f'xmlns:{"p" * 50_001}="{SOAP11_ENV}"', typed=""),
+    document(prefix="p" * 64, declarations=f'xmlns:{"p" * 64}="{SOAP11_ENV}"', typed=""),
     # End tags that do not match their start tags (a second prefix for the same namespace).
     document(declarations=f'xmlns:soapenv="{SOAP11_ENV}" xmlns:s="{SOAP11_ENV}"', typed="").replace(
         b"</soapenv:Body>", b"</s:Body>"
@@ -297,6 +300,7 @@ HARD: list[Callable[[], bytes]] = [
     lambda: document(events=[GOOD] * 5_000)[:-40],
     lambda: b"<soapenv:Envelope" + b" xmlns:a='b'" * 50_000,
     lambda: document(signature="a" * 500_000, tail="<"),
+    lambda: document(signature="a" * 10_000_001),  # past libxml2's limit on a text, without huge_tree
 ]
 
 
