@@ -17,7 +17,8 @@ the element names and their attributes spelled exactly;
 text with no markup, no reference and no character XML would change (no
 ``&``, ``<``, ``>``, carriage return or control character), so that each
 text is what lxml's ``.text`` gives; every prefix used declared once, none
-reserved. Anything else (a comment, CDATA, an entity, another attribute
+reserved, and every namespace name a plain URI. Anything else (a comment,
+CDATA, an entity, another attribute
 or order, a self-closed element, a DTD) returns None, and the message takes
 the full reading (:func:`soapreceptor.wire.parse_notify`), which is also
 what judges every fault: this reading only ever accepts.
@@ -39,8 +40,9 @@ from typing import Final
 _S: Final[str] = r"[ \t\r\n]*"
 #: Text as lxml reads it back unchanged: no markup or reference, no CR (read as LF), no control character.
 _TEXT: Final[str] = r"[^<&>\x00-\x08\x0b-\x1f]*"
-#: An attribute value: a URI's characters, without white space (normalised by parsers) or quotes.
-_VALUE: Final[str] = r"[A-Za-z0-9:/._~%?#\[\]@!$()*+,;=-]+"
+#: A namespace name: a scheme and unreserved characters only, which libxml2 always takes for a URI
+#: (it refuses a namespace name that is not one, such as ``urn:%zz``).
+_VALUE: Final[str] = r"[A-Za-z][A-Za-z0-9+.-]*:[A-Za-z0-9/._~:-]+"
 #: A prefix of a sensible length (libxml2 refuses names over 50,000 characters; this must refuse them too).
 _PREFIX: Final[str] = r"[A-Za-z_][A-Za-z0-9._-]{0,63}"
 #: Larger bodies take the full reading: without huge_tree, libxml2 refuses a text over 10 MB.
@@ -77,6 +79,8 @@ _EVENT_AT: Final[re.Pattern[str]] = re.compile(_EVENT)
 _TAIL: Final[re.Pattern[str]] = re.compile(rf"</Notify>{_S}</({_PREFIX}):Body>{_S}</({_PREFIX}):Envelope>{_S}")
 _DECLARATION: Final[re.Pattern[str]] = re.compile(rf"xmlns:({_PREFIX})=[\"']({_VALUE})[\"']")
 _SOAP11_ENV: Final[str] = "http://schemas.xmlsoap.org/soap/envelope/"
+#: Namespace names no prefix may be bound to but ``xml`` (and, for the second, none at all).
+_RESERVED: Final[frozenset[str]] = frozenset({"http://www.w3.org/XML/1998/namespace", "http://www.w3.org/2000/xmlns/"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,10 +119,12 @@ def match(body: bytes) -> Layout | None:
         return None
     declared: dict[str, str] = {}
     for name, namespace in _DECLARATION.findall(head["declarations"]):
-        if name in declared or name[:3].lower() == "xml":
-            return None  # declared twice, or reserved (xml, xmlns): not namespace-well-formed
+        if name in declared or name[:3].lower() == "xml" or namespace in _RESERVED:
+            return None  # declared twice, or reserved: not namespace-well-formed
         declared[name] = namespace
     if declared.get(prefix) != _SOAP11_ENV or (head["typed"] and "xsi" not in declared):
+        return None
+    if head["wsdl_namespace"] in _RESERVED:
         return None
     return Layout(
         namespace=head["namespace"],

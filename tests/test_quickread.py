@@ -26,6 +26,8 @@ T = TypeVar("T")
 BUDGET = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 NS = versions.namespace("2006-05-05")
 XSD = "http://www.w3.org/2001/XMLSchema"
+XML_NS = "http://www.w3.org/XML/1998/namespace"
+XMLNS_NS = "http://www.w3.org/2000/xmlns/"
 FIELDS = ("EventType", "EventTime", "HITTypeId", "HITId", "AssignmentId")
 GOOD = ("AssignmentAccepted", "2006-05-23T23:00:00Z", "KDSFO4455LKDAF3", "KDSFO4455LKDAF3HIT", "KDSFO4455LKDAF3ASG")
 
@@ -188,6 +190,14 @@ NEAR_MISSES = [
     document(tail="\n<?pi x?>"),
     document(tail="junk"),
     document(tail="\n<soapenv:Envelope/>"),
+    # Namespace names libxml2 refuses: not a URI, or reserved.
+    document(declarations=f'xmlns:soapenv="{SOAP11_ENV}" xmlns:xsi="urn:%zz"'),
+    document(declarations=f'xmlns:soapenv="{SOAP11_ENV}" xmlns:xsi="relative"'),
+    document(declarations=f'xmlns:soapenv="{SOAP11_ENV}" xmlns:xsi="{XMLNS_NS}"'),
+    document(declarations=f'xmlns:soapenv="{SOAP11_ENV}" xmlns:xsi="{XML_NS}"'),
+    document(header=wsdl_header(versions.wsdl_url("2006-05-05"), namespace=XML_NS)),
+    document(header=wsdl_header(versions.wsdl_url("2006-05-05"), namespace=XMLNS_NS)),
+    document(header=wsdl_header(versions.wsdl_url("2006-05-05"), namespace="urn:a b")),
     # Past libxml2's limits (without huge_tree): a name of over 50,000 characters.
     document(prefix="p" * 50_001, declarations=f'xmlns:{"p" * 50_001}="{SOAP11_ENV}"', typed=""),
     document(prefix="p" * 64, declarations=f'xmlns:{"p" * 64}="{SOAP11_ENV}"', typed=""),
@@ -222,6 +232,14 @@ def test_near_misses_include_messages_the_quick_reading_leaves_alone_and_ones_it
 
 _CHARS = st.sampled_from([*"aZ09 +/=:-.T\t\n\r\x0c\x00&<>]'\"\u00e9", "]]>", "&amp;", "<!---->"])
 _TEXTS = st.one_of(st.sampled_from(["", *GOOD, "2006-05-23T23:22:30Z"]), st.lists(_CHARS, max_size=12).map("".join))
+#: Namespace names, most of them URIs, some of them not, some reserved.
+_NAMESPACES = st.one_of(
+    st.sampled_from([XML_NS, XMLNS_NS, "urn:x", "http://example.org/a"]),
+    st.tuples(
+        st.sampled_from(["urn:", "http://", "x", "1a:", ""]),
+        st.lists(st.sampled_from([*"aZ09/.:_~-%?#[]@!$&()*+,;= ", "%20", "%zz", "%"]), max_size=8).map("".join),
+    ).map("".join),
+)
 _TIMES = st.one_of(
     st.sampled_from(["", "2006-05-23T23:22:30Z", "2006-05-23T23:22:30.25-05:00", "2006-05-23T24:00:00Z", "x"]),
     st.datetimes(timezones=st.sampled_from([dt.UTC, dt.timezone(dt.timedelta(hours=-5))])).map(dt.datetime.isoformat),
@@ -249,6 +267,7 @@ def layouts(draw: st.DrawFn) -> tuple[bytes, str | None]:
     prefix = draw(often("soapenv", "s", "SOAP-ENV", "xmlns", "xml"))
     quote = draw(st.sampled_from(['"', "'"]))
     xsi = draw(often(f" xmlns:xsi={quote}{XSI}{quote}", ""))
+    extra = draw(often("", f" xmlns:x={quote}{draw(_NAMESPACES)}{quote}"))
     header_version = draw(often("", version, "2006-10-31", "2099-01-01"))
     body = document(
         events=events,
@@ -256,8 +275,10 @@ def layouts(draw: st.DrawFn) -> tuple[bytes, str | None]:
         timestamp=draw(st.one_of(often("2006-05-23T23:22:30Z"), _TIMES)),
         version=draw(often(version, f" {version} ", "2006-05-05")),
         namespace=versions.namespace(version),
-        header=wsdl_header(versions.wsdl_url(header_version), prefix=prefix) if header_version else "",
-        declarations=f"xmlns:{prefix}={quote}{draw(often(SOAP11_ENV, SOAP12_ENV))}{quote}{xsi}",
+        header=wsdl_header(versions.wsdl_url(header_version), draw(often(NS, draw(_NAMESPACES))), prefix)
+        if header_version
+        else "",
+        declarations=f"xmlns:{prefix}={quote}{draw(often(SOAP11_ENV, SOAP12_ENV))}{quote}{xsi}{extra}",
         prefix=prefix,
         typed=draw(often(' xsi:type="xsd:dateTime"', "")),
         gap=draw(often("\n  ", "", " \r\n", "\x0c")),
