@@ -527,11 +527,11 @@ class Journal:
         """Keep ``segment`` for a person, as it holds a record at ``at`` that is not a message (:func:`_unspooled`).
 
         The ingest then goes on past that record, in the transaction that
-        called this: one record no release of this code wrote (a later
-        release's, read after a downgrade; or a bug's) must not hold up every
-        message accepted after it. It is whole (its checksum holds), so where
-        it ends is known, as it is not for damage; and the copy kept holds it
-        as it was, for the release that can read it.
+        called this: one record this release cannot read (a later release's,
+        read after a downgrade; or a bug's) must not hold up every message
+        accepted after it. It is whole (its checksum holds), so where it ends
+        is known, as it is not for damage; and the copy kept holds it as it
+        was, for the release that can read it.
         """
         kept = self.spool.keep(segment)
         _logger.error(
