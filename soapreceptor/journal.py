@@ -507,7 +507,8 @@ class Journal:
                     else:
                         rows.append((received_at, number, row))
                     at = start + end
-                reached[segment.name] = at
+                if at != start:  # else nothing whole yet (a record being written): no offset to store
+                    reached[segment.name] = at
                 taken.append(rows)
             # Each segment in its own order, the segments interleaved by arrival time.
             merged = list(heapq.merge(*taken, key=lambda item: (item[0], item[1])))
@@ -1254,8 +1255,6 @@ _FINISHED: Final[int] = -1
 _DAMAGE: Final[dict[str, str]] = {"unwritten": "zeros", "incomplete": "a record cut short"}
 #: Where the body is in a message row (:func:`_message_row`); a spool record keeps it apart, as raw bytes.
 _BODY: Final[int] = 8
-#: How many values a message row holds besides the body.
-_SPOOLED_META: Final[int] = 11
 
 
 def _spooled(notification: Notification, arrival: Arrival, now: float) -> Record:
@@ -1300,7 +1299,7 @@ def _unspooled(record: Record) -> tuple[float, tuple[object, ...]]:
     return float(received_at), _row(meta, record.body)
 
 
-#: Each value of a spooled message but its events (:func:`_message_meta`): its name, and the types it may have.
+#: Each value of a spooled message (:func:`_message_meta`), the body apart: its name, and the types it may have.
 _SPOOLED_TYPES: Final[tuple[tuple[str, tuple[type, ...]], ...]] = (
     ("received_at", (int, float)),
     ("request_id", (str, type(None))),
@@ -1314,6 +1313,8 @@ _SPOOLED_TYPES: Final[tuple[tuple[str, tuple[type, ...]], ...]] = (
     ("event_count", (int,)),
     ("events", (list, str)),
 )
+#: How many values a message row holds besides the body.
+_SPOOLED_META: Final[int] = len(_SPOOLED_TYPES)
 
 
 def _event_fields(fields: object) -> bool:

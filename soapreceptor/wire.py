@@ -120,20 +120,17 @@ def _read_layout(layout: quickread.Layout, soap_action: str | None) -> Notificat
     ns_version = _NAMESPACE_VERSIONS.get(layout.namespace)
     if ns_version is None:
         return None
-    claims: list[_VersionClaim] = []
-    if soap_action is not None:
-        version = versions.version_from_wsdl_url(soap_action.strip().strip('"'))
-        if version is not None:
-            claims.append(_VersionClaim(version, "WSDL URL in SOAPAction"))
-    if layout.header is not None:
-        namespace, text = layout.header
-        version = versions.version_from_wsdl_url(text)
-        if version is not None:
-            where = _show_qname(f"{{{namespace}}}WSDL")
-            claims.append(_VersionClaim(version, f"WSDL URL in SOAP header {where}"))
-    claim = claims[0] if claims else _VersionClaim(ns_version, "namespace")
-    if any(other.version != ns_version for other in claims) or layout.version.strip() != claim.version:
-        return None  # an unknown version, or versions that disagree
+    try:
+        claims = _soap_action_claims(soap_action)
+        if layout.header is not None:
+            namespace, text = layout.header
+            block = _wsdl_claim(text, f"SOAP header {_show_qname(f'{{{namespace}}}WSDL')}")
+            claims += [] if block is None else [block]
+        claim = _agreed(claims) or _VersionClaim(ns_version, "namespace")
+    except errors.NotifyFault:
+        return None  # an unknown version, or claims that disagree
+    if claim.version != ns_version or layout.version.strip() != claim.version:
+        return None
     events: list[Event] = []
     try:
         timestamp_value = parse_xsd_datetime(layout.timestamp)
@@ -305,24 +302,36 @@ def read_notify(
 
 def _header_version(header: etree._Element | None, soap_action: str | None) -> _VersionClaim | None:
     """The version named by a WSDL URL in the SOAPAction or in a SOAP Header child, if any."""
-    claims: list[_VersionClaim] = []
-    if soap_action is not None:
-        version = versions.version_from_wsdl_url(soap_action.strip().strip('"'))
-        if version is not None:
-            _require_known(version, "the WSDL URL in SOAPAction")
-            claims.append(_VersionClaim(version, "WSDL URL in SOAPAction"))
+    claims = _soap_action_claims(soap_action)
     if header is not None:
         for block in _elements(header):
-            version = None
-            if len(block) == 0:
-                version = versions.version_from_wsdl_url(_joined_text(block))
-            if version is not None:
-                _require_known(version, f"the WSDL URL in SOAP header {_show_tag(block)}")
-                claims.append(_VersionClaim(version, f"WSDL URL in SOAP header {_show_tag(block)}"))
+            claim = _wsdl_claim(_joined_text(block), f"SOAP header {_show_tag(block)}") if len(block) == 0 else None
+            if claim is not None:
+                claims.append(claim)
             elif block.get(_MUST_UNDERSTAND, "").strip() in ("1", "true"):
                 raise errors.MustUnderstand(
                     f"SOAP header {_show_tag(block)} is marked mustUnderstand and this service does not understand it"
                 )
+    return _agreed(claims)
+
+
+def _soap_action_claims(soap_action: str | None) -> list[_VersionClaim]:
+    """The version claimed by a WSDL URL in the HTTP SOAPAction header, as a list of none or one."""
+    claim = None if soap_action is None else _wsdl_claim(soap_action.strip().strip('"'), "SOAPAction")
+    return [] if claim is None else [claim]
+
+
+def _wsdl_claim(text: str, where: str) -> _VersionClaim | None:
+    """The version named by ``text`` if it is a WSDL URL (found ``where``), refused if unknown; else None."""
+    version = versions.version_from_wsdl_url(text)
+    if version is None:
+        return None
+    _require_known(version, f"the WSDL URL in {where}")
+    return _VersionClaim(version, f"WSDL URL in {where}")
+
+
+def _agreed(claims: list[_VersionClaim]) -> _VersionClaim | None:
+    """The first of ``claims`` (None if there is none), once all are seen to name the same version."""
     for other in claims[1:]:
         if other.version != claims[0].version:
             raise errors.VersionMismatch(
