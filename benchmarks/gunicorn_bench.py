@@ -11,10 +11,12 @@ import os
 from soapreceptor.gunicorn_config import *  # noqa: F403
 
 workers = int(os.environ["BENCH_WORKERS"])
-worker_class = os.environ["BENCH_WORKER_CLASS"]
-if worker_class == "gthread":
-    # gthread as shipped, but keeping alive every connection each worker takes (see benchmarks/workers.py).
-    worker_class = "benchmarks.workers.ShareThreadWorker"
+# soapreceptor's worker as shipped (or plain gthread, to compare), but keeping alive every
+# connection each worker takes (see benchmarks/workers.py). Any other class as given.
+worker_class = {
+    "soapreceptor": "benchmarks.workers.ShareThreadWorker",
+    "gthread": "benchmarks.workers.ShareGthreadWorker",
+}.get(os.environ["BENCH_WORKER_CLASS"], os.environ["BENCH_WORKER_CLASS"])
 threads = int(os.environ.get("BENCH_THREADS", "1"))
 # Each worker takes at most its share of the load generator's keep-alive
 # connections (the harness sets it): otherwise whichever worker wins the race

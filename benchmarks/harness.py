@@ -41,6 +41,11 @@ PACE_MS = 10
 #: Trial runs that look for the connection count giving the paced rate, and how close to it is close enough.
 PACE_TRIALS = 3
 PACE_TOLERANCE = 0.1
+#: The threaded worker classes --worker-class names by a word, as the results describe them.
+_WORKER_CLASSES = {
+    "soapreceptor": "soapreceptor.worker (gthread, a thread staying with a busy kept-alive connection)",
+    "gthread": "gthread",
+}
 
 
 def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -51,8 +56,13 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=16, help="wrk connections at full speed (16)")
     parser.add_argument("--wrk-threads", type=int, default=2, help="wrk threads (2)")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers of every receptor (2)")
-    parser.add_argument("--worker-class", default="gthread", help="gunicorn worker class of every receptor (gthread)")
-    parser.add_argument("--threads", type=int, default=8, help="threads per gthread worker (8, as shipped)")
+    parser.add_argument(
+        "--worker-class",
+        default="soapreceptor",
+        help="gunicorn worker class of every receptor (soapreceptor: soapreceptor.worker as shipped;"
+        " gthread: plain gthread; or any class gunicorn takes)",
+    )
+    parser.add_argument("--threads", type=int, default=8, help="threads per threaded worker (8, as shipped)")
     parser.add_argument(
         "--diagnostic-size",
         type=int,
@@ -236,8 +246,8 @@ class Bench:
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "machine": f"{_cpu_model()}, {os.cpu_count()} CPUs, Linux {platform.release()}",
             "software": f"CPython {platform.python_version()}, {_wrk_version()}, SQLite {sqlite3.sqlite_version}",
-            "servers": f"gunicorn, {args.workers} {args.worker_class} workers"
-            + (f" x {args.threads} threads" if args.worker_class == "gthread" else "")
+            "servers": f"gunicorn, {args.workers} {_WORKER_CLASSES.get(args.worker_class, args.worker_class)} workers"
+            + (f" x {args.threads} threads" if args.worker_class in _WORKER_CLASSES else "")
             + ", each taking at most its share of the keep-alive connections and, where there is a CPU for each,"
             " running on one of its own (soapreceptor's SOAPRECEPTOR_CPU_AFFINITY=auto), scheduled SCHED_BATCH"
             " (SOAPRECEPTOR_SCHED_POLICY=batch); the same settings for all three (benchmarks/gunicorn_bench.py)",

@@ -67,8 +67,10 @@ bind = [os.environ.get("SOAPRECEPTOR_BIND", "").strip() or DEFAULT_BIND]
 # and CPU-bound but for one wait: the fsync of the journal commit that must
 # return before the answer. The requests a worker serves meanwhile share its
 # next commit (soapreceptor.group_commit), so the disk's sync rate does not cap
-# the message rate; threads also keep HTTP/1.1 connections alive.
-worker_class = "gthread"
+# the message rate; threads also keep HTTP/1.1 connections alive. The class is
+# gthread with one change: a thread that has answered on a kept-alive connection
+# serves its next request itself when it comes at once (soapreceptor.worker).
+worker_class = "soapreceptor.worker.ThreadWorker"
 
 # Each worker on a CPU of its own where there is one for each (SOAPRECEPTOR_CPU_AFFINITY,
 # "auto" or "off"; see soapreceptor.affinity), and scheduled without preempting the others on

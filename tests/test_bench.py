@@ -153,13 +153,17 @@ def test_the_backlog_counts_events_not_yet_queued(tmp_path: Path) -> None:
     journal.close()
 
 
-def test_receptors_keep_connections_alive_when_each_worker_takes_its_share(tmp_path: Path) -> None:
+@pytest.mark.parametrize("worker_class", ["soapreceptor", "gthread"])
+def test_receptors_keep_connections_alive_when_each_worker_takes_its_share(tmp_path: Path, worker_class: str) -> None:
     # Capped at its share of the connections (one each here, fewer than its
-    # threads), plain gthread would close every connection after one answer,
-    # and wrk would measure connection set-up rather than keep-alive traffic.
+    # threads), gthread (which soapreceptor's worker is built on) would close
+    # every connection after one answer, and wrk would measure connection
+    # set-up rather than keep-alive traffic.
     from benchmarks import servers  # noqa: PLC0415 (the harness is not a package dependency)
 
     bare = next(receptor for receptor in servers.RECEPTORS if receptor.name == "bare limit")
-    with servers.Server(bare, tmp_path / "bare", workers=2, worker_class="gthread", threads=8, connections=2) as server:
+    with servers.Server(
+        bare, tmp_path / "bare", workers=2, worker_class=worker_class, threads=8, connections=2
+    ) as server:
         assert server.worker_connections == 1
         assert server._keeps_alive()

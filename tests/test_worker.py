@@ -1,0 +1,179 @@
+"""soapreceptor's gunicorn worker (soapreceptor.worker), in a real gunicorn on loopback.
+
+A tiny WSGI application (tests/worker_app.py) answers each request with the
+number of times so far a thread gave a kept-alive connection back to the
+main thread. Most tests use a worker that waits a minute for a connection's
+next request rather than the shipped millisecond, so that what they show does
+not depend on how fast this machine runs the client.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import DEADLINE, Server
+
+StartServer = Callable[[str], Server]
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[StartServer]:
+    """Start gunicorn with one worker of the given class (tests/worker_app.py) and one thread; stopped at the end."""
+    started: list[Server] = []
+
+    def start(worker_class: str) -> Server:
+        command = [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--worker-class",
+            f"tests.worker_app.{worker_class}",
+            "--workers",
+            "1",
+            "--threads",
+            "1",
+            "--keep-alive",
+            "300",
+            "--bind",
+            "127.0.0.1:0",
+            "tests.worker_app:application",
+        ]
+        server = Server(workdir=tmp_path / f"server{len(started)}", workers=1, command=command)
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def _connect(server: Server) -> http.client.HTTPConnection:
+    host, port = server.url.removeprefix("http://").rstrip("/").split(":")
+    return http.client.HTTPConnection(host, int(port), timeout=DEADLINE)
+
+
+def _handoffs(connection: http.client.HTTPConnection) -> int:
+    """Send a request on ``connection`` (kept alive) and read the hand-offs the answer reports."""
+    connection.request("POST", "/", body=b"<Notify/>")
+    answer = connection.getresponse()
+    assert answer.status == 200
+    assert not answer.will_close
+    return int(json.loads(answer.read())["handoffs"])
+
+
+@pytest.mark.parametrize(
+    ("worker_class", "handoffs_between"),
+    [
+        ("PatientWorker", 0),  # soapreceptor's: the thread that answered serves the next request too
+        ("CountingGthreadWorker", 19),  # gthread: every answer hands the connection back to the main thread
+    ],
+)
+def test_a_thread_serves_its_connections_next_request_itself(
+    start_server: StartServer, worker_class: str, handoffs_between: int
+) -> None:
+    connection = _connect(start_server(worker_class))
+    try:
+        seen = [_handoffs(connection) for _ in range(20)]
+    finally:
+        connection.close()
+    assert seen[-1] - seen[0] == handoffs_between
+
+
+def test_pipelined_requests_are_both_answered(start_server: StartServer) -> None:
+    # Both requests are on the connection before the first is answered: the
+    # second is served at once, read ahead or not, with the shipped linger.
+    server = start_server("CountingWorker")
+    request = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n\r\n<Notify/>"
+    host, port = server.url.removeprefix("http://").rstrip("/").split(":")
+    with socket.create_connection((host, int(port)), timeout=DEADLINE) as sock:
+        sock.sendall(request * 2)
+        answers = sock.makefile("rb")
+        first, second = _read_answer(answers), _read_answer(answers)
+    assert first == second  # no hand-off between them
+
+
+def _read_answer(answers: object) -> int:
+    import io  # noqa: PLC0415
+
+    assert isinstance(answers, io.BufferedReader)
+    status = answers.readline()
+    assert status.startswith(b"HTTP/1.1 200"), status
+    length = 0
+    while (line := answers.readline()) not in (b"\r\n", b""):
+        name, _, value = line.decode().partition(":")
+        if name.lower() == "content-length":
+            length = int(value)
+    return int(json.loads(answers.read(length))["handoffs"])
+
+
+def test_a_busy_client_does_not_keep_the_only_thread_from_another(start_server: StartServer) -> None:
+    # The worker has one thread, and it would wait a minute for the busy
+    # client's next request, which always comes at once: only seeing another
+    # connection waiting makes it let the busy one go.
+    server = start_server("PatientWorker")
+    stop, served = threading.Event(), []
+
+    def busy() -> None:
+        connection = _connect(server)
+        try:
+            while not stop.is_set():
+                served.append(_handoffs(connection))
+        finally:
+            connection.close()
+
+    client = threading.Thread(target=busy)
+    client.start()
+    try:
+        _wait_until(lambda: len(served) >= 3, "the busy client's first answers")
+        other = _connect(server)
+        try:
+            _handoffs(other)  # times out (DEADLINE) if the busy connection keeps the thread
+        finally:
+            other.close()
+    finally:
+        stop.set()
+        client.join(DEADLINE)
+    assert not client.is_alive()
+
+
+def test_an_idle_connection_holds_no_thread(start_server: StartServer) -> None:
+    # The shipped worker, one thread: a kept-alive connection that sends nothing
+    # goes back to the main thread after the linger, and the thread serves others.
+    server = start_server("CountingWorker")
+    idle, other = _connect(server), _connect(server)
+    try:
+        _handoffs(idle)
+        _handoffs(other)
+        _handoffs(idle)  # and the idle one is still served, from the poller
+    finally:
+        idle.close()
+        other.close()
+
+
+def test_the_server_stops_with_a_kept_alive_connection_open(start_server: StartServer) -> None:
+    server = start_server("CountingWorker")
+    connection = _connect(server)
+    try:
+        _handoffs(connection)
+        server.stop()
+        assert server.process is not None
+        assert server.process.returncode == 0, server.log()
+    finally:
+        connection.close()
+
+
+def _wait_until(predicate: Callable[[], bool], what: str) -> None:
+    stopped = threading.Event()
+    for _ in range(int(DEADLINE * 20)):
+        if predicate():
+            return
+        stopped.wait(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
