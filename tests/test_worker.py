@@ -10,6 +10,7 @@ not depend on how fast this machine runs the client.
 from __future__ import annotations
 
 import http.client
+import itertools
 import json
 import socket
 import sys
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from soapreceptor.worker import MAX_SKIP, Lingering
 from tests.support import DEADLINE, Server
 
 StartServer = Callable[[str], Server]
@@ -177,3 +179,39 @@ def _wait_until(predicate: Callable[[], bool], what: str) -> None:
             return
         stopped.wait(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_lingering_waits_on_a_busy_connection_every_time() -> None:
+    lingering = Lingering()
+    for _ in range(100):
+        assert lingering.wait_now()
+        lingering.waited(answered=True)
+
+
+def test_lingering_waits_less_and_less_often_on_a_connection_that_pauses() -> None:
+    lingering = Lingering()
+    waits_at = []
+    for answer in range(300):
+        if lingering.wait_now():
+            waits_at.append(answer)
+            lingering.waited(answered=False)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(waits_at)]
+    assert gaps[:8] == [2, 3, 5, 9, 17, 33, 65, 65]  # 1, 2, 4 ... answers skipped, then MAX_SKIP
+    assert set(gaps[6:]) == {MAX_SKIP + 1}
+
+
+def test_lingering_an_answered_wait_starts_the_count_again() -> None:
+    lingering = Lingering()
+    for _ in range(3):  # three unanswered waits: the next comes after 8 answers without one
+        while not lingering.wait_now():
+            pass
+        lingering.waited(answered=False)
+    skipped = 0
+    while not lingering.wait_now():
+        skipped += 1
+    assert skipped == 4
+    lingering.waited(answered=True)  # the connection is busy again
+    assert lingering.wait_now()
+    lingering.waited(answered=False)
+    assert not lingering.wait_now()  # one answer without a wait, as after a first unanswered one
+    assert lingering.wait_now()
