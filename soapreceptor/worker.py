@@ -81,8 +81,8 @@ class ThreadWorker(GthreadWorker):
 
     #: Seconds a thread waits for the next request on the connection it has just answered on.
     #: Long enough for a client that sends its next request as soon as it has the answer
-    #: (a load generator, a proxy's busy upstream connection), short enough that an idle
-    #: connection costs nothing.
+    #: (a load generator, a proxy's busy upstream connection), short enough that waiting on
+    #: an idle one costs little: a thread held for a millisecond, now and then (see Lingering).
     linger: ClassVar[float] = 0.001
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
