@@ -510,7 +510,12 @@ def test_each_worker_runs_on_a_cpu_of_its_own_and_a_replacement_takes_the_one_le
 
     def pinned() -> dict[int, set[int]] | None:
         # A worker pins itself just after the fork: wait until both have.
-        cpus = {proc.pid: os.sched_getaffinity(proc.pid) for proc in _workers(master)}
+        cpus = {}
+        for proc in _workers(master):
+            try:
+                cpus[proc.pid] = os.sched_getaffinity(proc.pid)
+            except ProcessLookupError:
+                return None  # gone between the listing and the look (the killed one): look again
         return cpus if len(cpus) == 2 and all(len(cpu) == 1 for cpu in cpus.values()) else None
 
     cpus = wait_for(pinned, "both workers to be pinned")
