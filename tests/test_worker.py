@@ -17,11 +17,12 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 
 from soapreceptor.worker import MAX_SKIP, Lingering
-from tests.support import DEADLINE, Server
+from tests.support import DEADLINE, Server, wait_for
 
 StartServer = Callable[[str], Server]
 
@@ -72,21 +73,24 @@ def _handoffs(connection: http.client.HTTPConnection) -> int:
 
 
 @pytest.mark.parametrize(
-    ("worker_class", "handoffs_between"),
+    ("worker_class", "fewest", "most"),
     [
-        ("PatientWorker", 0),  # soapreceptor's: the thread that answered serves the next request too
-        ("CountingGthreadWorker", 19),  # gthread: every answer hands the connection back to the main thread
+        # soapreceptor's: the thread that answered serves the next request too. Once at most it
+        # lets the connection go: when the server's start-up health check (another connection,
+        # closing) is put back in the queue for a thread, as a waiting connection must be served.
+        ("PatientWorker", 0, 1),
+        ("CountingGthreadWorker", 19, 19),  # gthread: every answer hands the connection back to the main thread
     ],
 )
 def test_a_thread_serves_its_connections_next_request_itself(
-    start_server: StartServer, worker_class: str, handoffs_between: int
+    start_server: StartServer, worker_class: str, fewest: int, most: int
 ) -> None:
     connection = _connect(start_server(worker_class))
     try:
         seen = [_handoffs(connection) for _ in range(20)]
     finally:
         connection.close()
-    assert seen[-1] - seen[0] == handoffs_between
+    assert fewest <= seen[-1] - seen[0] <= most
 
 
 def test_pipelined_requests_are_both_answered(start_server: StartServer) -> None:
@@ -102,10 +106,7 @@ def test_pipelined_requests_are_both_answered(start_server: StartServer) -> None
     assert first == second  # no hand-off between them
 
 
-def _read_answer(answers: object) -> int:
-    import io  # noqa: PLC0415
-
-    assert isinstance(answers, io.BufferedReader)
+def _read_answer(answers: BinaryIO) -> int:
     status = answers.readline()
     assert status.startswith(b"HTTP/1.1 200"), status
     length = 0
@@ -134,7 +135,7 @@ def test_a_busy_client_does_not_keep_the_only_thread_from_another(start_server: 
     client = threading.Thread(target=busy)
     client.start()
     try:
-        _wait_until(lambda: len(served) >= 3, "the busy client's first answers")
+        wait_for(lambda: len(served) >= 3, "the busy client's first answers")
         other = _connect(server)
         try:
             _handoffs(other)  # times out (DEADLINE) if the busy connection keeps the thread
@@ -170,15 +171,6 @@ def test_the_server_stops_with_a_kept_alive_connection_open(start_server: StartS
         assert server.process.returncode == 0, server.log()
     finally:
         connection.close()
-
-
-def _wait_until(predicate: Callable[[], bool], what: str) -> None:
-    stopped = threading.Event()
-    for _ in range(int(DEADLINE * 20)):
-        if predicate():
-            return
-        stopped.wait(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_lingering_waits_on_a_busy_connection_every_time() -> None:

@@ -1,14 +1,17 @@
 """A WSGI application and worker classes for tests/test_worker.py, run by a real gunicorn.
 
-Each answer tells how many hand-offs the worker has made so far: how many
+Each answer tells how many hand-offs the worker has made so far on its connection: how many
 times a pool thread gave a connection it kept alive back to the main
 thread's poller (gthread's ``finish_request``), rather than serving its
-next request itself. Connections that close are not counted.
+next request itself. Only the hand-offs of the connection the request came
+on are counted (by the client's address and port), so that other
+connections (the test harness's own health checks) cannot blur a count.
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -16,14 +19,14 @@ from gunicorn.workers.gthread import ThreadWorker as GthreadWorker
 
 from soapreceptor.worker import ThreadWorker
 
-#: Hand-offs so far (a list, to be changed in place: the worker's main thread counts, the application reads).
-_handoffs = [0]
+#: Hand-offs so far, by the client's (address, port): the worker's main thread counts, the application reads.
+_handoffs: Counter[tuple[str, int]] = Counter()
 
 
 class _Counting:
     def finish_request(self, conn: Any, fs: Any) -> None:
         if not fs.cancelled() and fs.result() is True:
-            _handoffs[0] += 1
+            _handoffs[(conn.client[0], int(conn.client[1]))] += 1
         super().finish_request(conn, fs)  # type: ignore[misc]
 
 
@@ -44,6 +47,6 @@ class CountingGthreadWorker(_Counting, GthreadWorker):
 def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
     """Answers every request with the hand-offs so far, as JSON."""
     environ["wsgi.input"].read()
-    body = json.dumps({"handoffs": _handoffs[0]}).encode()
+    body = json.dumps({"handoffs": _handoffs[(environ["REMOTE_ADDR"], int(environ["REMOTE_PORT"]))]}).encode()
     start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
     return [body]
