@@ -49,9 +49,5 @@ def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> 
     environ["wsgi.input"].read()
     body = json.dumps({"handoffs": _handoffs[(environ["REMOTE_ADDR"], int(environ["REMOTE_PORT"]))]}).encode()
     headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
-    if environ.get("PATH_INFO") == "/healthz":
-        # The test server's start-up check: closed by the server as soon as it is answered, so that it
-        # never comes back to the worker as a waiting connection while a test's own requests run.
-        headers.append(("Connection", "close"))
     start_response("200 OK", headers)
     return [body]
