@@ -10,6 +10,7 @@ not depend on how fast this machine runs the client.
 from __future__ import annotations
 
 import http.client
+import ipaddress
 import itertools
 import json
 import socket
@@ -20,8 +21,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 import pytest
+from gunicorn.config import Config
 
-from soapreceptor.worker import MAX_SKIP, Lingering
+from soapreceptor.worker import MAX_SKIP, Lingering, SettledConfig
 from tests.support import DEADLINE, Server, wait_for
 
 StartServer = Callable[[str], Server]
@@ -204,3 +206,32 @@ def test_lingering_an_answered_wait_starts_the_count_again() -> None:
     lingering.waited(answered=False)
     assert not lingering.wait_now()  # one answer without a wait, as after a first unanswered one
     assert lingering.wait_now()
+
+
+def test_settled_config_reads_what_gunicorns_config_holds() -> None:
+    config = Config()
+    config.set("keepalive", 300)
+    config.set("forwarded_allow_ips", "10.0.0.0/8")
+    settled = SettledConfig(config)
+    assert settled.keepalive == 300
+    assert settled.limit_request_line == config.limit_request_line  # a default
+    assert not settled.is_ssl  # a property of Config
+    assert settled.forwarded_allow_networks() == [ipaddress.ip_network("10.0.0.0/8")]  # a method
+    with pytest.raises(AttributeError, match="No configuration setting for: keep_alive"):
+        _ = settled.keep_alive
+
+
+def test_settled_config_looks_each_setting_up_once() -> None:
+    config = Config()
+    config.set("keepalive", 300)
+    settled = SettledConfig(config)
+    assert settled.keepalive == 300
+    config.set("keepalive", 7)  # never happens to a worker's settings: shows the first read is kept
+    assert settled.keepalive == 300
+    assert vars(settled)["keepalive"] == 300  # a plain attribute now, no lookup through Config
+
+
+def test_settled_config_cannot_be_changed() -> None:
+    settled = SettledConfig(Config())
+    with pytest.raises(AttributeError, match="read-only"):
+        settled.keepalive = 7
