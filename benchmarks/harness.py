@@ -8,7 +8,9 @@ checked (it must accept a signed message and refuse a forged one), warmed
 up, and loaded with wrk at full speed; then again at half of soapreceptor's
 full-speed rate, for latency. At one size (``--diagnostic-size``), soapreceptor
 without its dispatcher and without its journal write run at full speed beside
-them, to show where its time goes. soapreceptor must also hold in its journal every
+them, to show where its time goes, and after each of soapreceptor's paced runs the
+disk alone is timed, written and synced at that run's rate (``benchmarks/disk.py``):
+no durable receptor answers sooner than its disk syncs. soapreceptor must also hold in its journal every
 message it answered 200. Then the in-process pipeline per message size.
 Writes ``results.md``, ``throughput.png`` and ``runs.json`` to ``--out``.
 """
@@ -31,7 +33,7 @@ from collections.abc import Sequence
 from contextlib import closing
 from pathlib import Path
 
-from . import inprocess, load, report, servers
+from . import disk, inprocess, load, payloads, report, servers
 from .report import Run
 
 #: How long wrk loads a freshly started receptor before the measured run (not counted).
@@ -95,6 +97,7 @@ class Bench:
         self.args = args
         self.scratch = scratch
         self.runs: list[Run] = []
+        self.disk: list[report.DiskRun] = []
         self.serial = 0
         self.started = 0
 
@@ -192,6 +195,25 @@ class Bench:
             connections = wanted
         return connections
 
+    def disk_alone(self, events: int, number: int, rate: float) -> report.DiskRun:
+        """The disk alone, written and synced as soapreceptor's paced run in round ``number`` did (benchmarks/disk.py).
+
+        One sync a message: at half of peak nearly every message has a sync
+        of its own (the ones that share a sync make this a little harsher
+        on the disk than the receptor was).
+        """
+        size = len(payloads.message(events, 0, stamp=payloads.timestamp()))
+        syncs = disk.measure(
+            self.scratch / "disk", writers=self.args.workers, rate=rate, size=size, seconds=self.args.duration
+        )
+        self.log(
+            f"  disk alone {rate:8.0f} writes/s of {size:,} bytes: sync p50 {syncs.p50_ms:6.2f} ms  "
+            f"p99 {syncs.p99_ms:7.1f} ms  slowest {syncs.max_ms:7.1f} ms  over {disk.SLOW_MS:g} ms: {syncs.slow}"
+        )
+        run = report.DiskRun(events, number, rate, size, self.args.workers, syncs)
+        self.disk.append(run)
+        return run
+
     @staticmethod
     def _discard(server: servers.Server) -> None:
         # A run leaves tens of megabytes of journal for the kernel to write back: done now, and
@@ -213,7 +235,9 @@ class Bench:
             )
             for number in range(self.args.rounds):
                 for receptor in _rotated(servers.RECEPTORS, number):
-                    self.measure(receptor, events, number, "paced", target=peak / 2)
+                    paced = self.measure(receptor, events, number, "paced", target=peak / 2)
+                    if receptor.name == report.SOAPRECEPTOR and events == self.args.diagnostic_size:
+                        self.disk_alone(events, number, paced.rate)
         self.log("in-process pipeline")
         seconds = inprocess.measure(
             self.scratch / "inprocess", self.args.sizes, self.args.inprocess_messages, self.args.rounds
@@ -228,11 +252,12 @@ class Bench:
         out: Path = self.args.out
         out.mkdir(parents=True, exist_ok=True)
         table = report.rows(self.runs, seconds, dispatched)
-        (out / "results.md").write_text(report.markdown(table, self.runs, self.context()))
+        (out / "results.md").write_text(report.markdown(table, self.runs, self.context(), self.disk))
         raw = {
             "runs": [run.as_dict() for run in self.runs],
             "inprocess_seconds": seconds,
             "dispatcher_events_per_second": dispatched,
+            "disk_alone": [run.as_dict() for run in self.disk],
         }
         (out / "runs.json").write_text(json.dumps(raw, indent=1) + "\n")
         if not self.args.no_chart:

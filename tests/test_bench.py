@@ -4,7 +4,8 @@ No speed is asserted here (speed claims come from ``make bench`` only): the
 test checks that the harness starts the three receptors under gunicorn, loads
 them with wrk, measures them in process, and writes the table, the ratios and
 the chart; and the diagnostic runs (soapreceptor without its dispatcher,
-without its journal write) beside them at one size.
+without its journal write) beside them at one size, with the disk alone timed
+at soapreceptor's paced write rate.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import report
-from benchmarks.report import Run
+from benchmarks import disk, report
+from benchmarks.report import DiskRun, Run
 
 from .support import REPO
 
@@ -76,6 +77,13 @@ def test_the_harness_measures_all_three_receptors(tmp_path: Path) -> None:
     assert set(runs["dispatcher_events_per_second"]) == {"1", "2"}
     assert all(rate > 0 for rate in runs["dispatcher_events_per_second"].values())
     assert (out / "throughput.png").read_bytes().startswith(b"\x89PNG")
+    # The disk alone: at the diagnostic size, once a round, right after soapreceptor's paced run and at its rate.
+    [paced] = [run for run in journaled if (run["events"], run["kind"]) == (2, "paced")]
+    [alone] = runs["disk_alone"]
+    assert (alone["events"], alone["round"], alone["rate"], alone["writers"]) == (2, 0, paced["rate"], 2)
+    assert alone["syncs"]["count"] > 0
+    assert alone["syncs"]["p50_ms"] <= alone["syncs"]["p99_ms"] <= alone["syncs"]["max_ms"]
+    assert re.search(r"## The disk alone \(2-event messages, half of peak\)\n(.*\n)+\| 1 \| [\d,]+ \| [\d,]+ \|", table)
 
 
 def test_the_targets_show_each_rounds_value_beside_the_median() -> None:
@@ -97,6 +105,44 @@ def test_the_targets_show_each_rounds_value_beside_the_median() -> None:
     assert "- soapreceptor / bare limit >= 0.5: 0.54 (met; rounds: 0.54, 0.40, 0.55)" in targets
     assert "- p99 at half of peak <= 10 ms: 9.0 ms (met; rounds: 7.5, 23.1, 9.0)" in targets
     assert "100 events / 10 events <= 10): - (not measured)" in targets, "no in-process runs here"
+
+
+def test_the_latency_target_is_shown_beside_the_disk_alone() -> None:
+    runs = [Run("soapreceptor", 10, n, "paced", 1000, 1.0, p99, 1024, 0, 0) for n, p99 in enumerate((40.0, 12.0))]
+    slow, quick = disk.summarize([0.0002] * 98 + [0.3, 0.3]), disk.summarize([0.0002] * 100)
+    alone = [DiskRun(10, 0, 1000, 5000, 2, slow), DiskRun(10, 1, 1000, 5000, 2, quick)]
+    text = report.markdown(report.rows(runs, {}, {}), runs, {}, alone)
+    assert (
+        "- p99 at half of peak <= 10 ms: 26.0 ms (**not met**; rounds: 40.0, 12.0; "
+        "the disk alone, same rounds: sync p99 150.1 ms; rounds: 300.0, 0.2)"
+    ) in text
+    section = text.partition("## The disk alone (10-event messages, half of peak)")[2]
+    assert "| 1 | 1,000 | 100 | 0.20 | 300.0 | 300.0 | 2 |" in section
+    assert "| 2 | 1,000 | 100 | 0.20 | 0.2 | 0.2 | 0 |" in section
+
+
+def test_disk_summarize_takes_percentiles_by_the_nearest_rank() -> None:
+    syncs = disk.summarize([n / 1000 for n in range(1, 101)])  # 1 to 100 ms
+    assert (syncs.count, syncs.p50_ms, syncs.p99_ms, syncs.max_ms) == (100, 50.0, 99.0, 100.0)
+    assert syncs.slow == 90  # over 10 ms
+    with pytest.raises(ValueError, match="no syncs"):
+        disk.summarize([])
+
+
+def test_disk_measure_writes_and_syncs_each_writers_share_and_leaves_nothing(tmp_path: Path) -> None:
+    syncs = disk.measure(tmp_path / "disk", writers=2, rate=40, size=3000, seconds=0.5)
+    assert syncs.count == 20  # 40 a second for half a second, 10 each: a writer behind its pace still writes
+    assert 0 < syncs.p50_ms <= syncs.p99_ms <= syncs.max_ms
+    assert list((tmp_path / "disk").iterdir()) == []
+    with pytest.raises(ValueError, match="nothing to measure"):
+        disk.measure(tmp_path, writers=0, rate=40, size=3000, seconds=0.5)
+
+
+def test_disk_measure_reports_a_writers_error_and_stops_the_others(tmp_path: Path) -> None:
+    (tmp_path / "disk").mkdir()
+    (tmp_path / "disk" / "writer-1").mkdir()  # writer 1 cannot open its file; writer 0 must not wait for it
+    with pytest.raises(IsADirectoryError):
+        disk.measure(tmp_path / "disk", writers=2, rate=40, size=3000, seconds=0.5)
 
 
 def test_the_harness_refuses_bad_arguments(tmp_path: Path) -> None:
