@@ -1,4 +1,4 @@
-"""The disk alone: how long a sync takes at soapreceptor's own write rate, with no receptor running.
+"""The disk alone: the latency a message would have if storing it durably were all a receptor did.
 
 soapreceptor syncs every accepted message to its worker's spool file
 (``fdatasync``) before it answers, so no answer comes sooner than the disk
@@ -6,10 +6,13 @@ syncs, and a slow sync holds up every answer waiting on it. On a shared
 virtual disk a sync now and then takes a hundred milliseconds or more,
 however little is written: that decides p99 latency at half of peak more
 than any receptor code can. So the harness measures the disk alone in the
-same rounds as the paced runs, writing as soapreceptor's workers did (one
-file each, preallocated as the spool's segments are, the paced run's
-messages a second, each message's size), and the latency target is read
-beside it.
+same rounds as the paced runs, writing as soapreceptor's workers did: one
+file each, preallocated as the spool's segments are, messages of the run's
+size arriving at the run's rate, and the messages that arrive while a sync
+runs written together and synced once after it, as the group commit does.
+A message's latency runs from when it arrives to the end of the sync that
+holds it, so the messages held up by a slow sync count, not only the sync.
+The latency target is read beside it.
 """
 
 from __future__ import annotations
@@ -31,20 +34,23 @@ FILE_BYTES: Final[int] = 16 * 1024 * 1024
 
 @dataclass(frozen=True, slots=True)
 class Syncs:
-    """What a run of timed writes-and-syncs saw."""
+    """What a run of timed writes-and-syncs saw: the messages' latencies."""
 
+    #: Messages written.
     count: int
     p50_ms: float
     p99_ms: float
     max_ms: float
-    #: Syncs that took longer than SLOW_MS.
+    #: Messages that waited longer than SLOW_MS.
     slow: int
+    #: Syncs made (fewer than messages where some shared one).
+    syncs: int = 0
 
 
-def summarize(seconds: Sequence[float]) -> Syncs:
-    """The latencies ``seconds`` (each a write and its sync), summed up; percentiles by the nearest rank."""
+def summarize(seconds: Sequence[float], syncs: int = 0) -> Syncs:
+    """The messages' latencies ``seconds``, summed up; percentiles by the nearest rank."""
     if not seconds:
-        raise ValueError("no syncs to summarize")
+        raise ValueError("no latencies to summarize")
     ordered = sorted(seconds)
 
     def rank(fraction: float) -> float:
@@ -56,27 +62,54 @@ def summarize(seconds: Sequence[float]) -> Syncs:
         p99_ms=rank(0.99),
         max_ms=ordered[-1] * 1000,
         slow=sum(1 for value in ordered if value * 1000 > SLOW_MS),
+        syncs=syncs,
     )
 
 
+def _store(fd: int, arrivals: Sequence[float], size: int) -> tuple[list[float], int]:
+    """Write and sync a message of ``size`` bytes arriving at each of ``arrivals``: each one's latency, and the syncs.
+
+    The messages that arrive while a sync runs go in the next write and sync together.
+    """
+    latencies: list[float] = []
+    record, offset, first, syncs = os.urandom(size), 0, 0, 0
+    while first < len(arrivals):
+        pause = arrivals[first] - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+        now, last = time.monotonic(), first + 1
+        while last < len(arrivals) and arrivals[last] <= now:
+            last += 1  # arrived meanwhile: in this write and sync too
+        batch = record * (last - first)
+        if offset + len(batch) > FILE_BYTES:
+            offset = 0  # back to the start of the file, still allocated
+        os.pwrite(fd, batch, offset)
+        os.fdatasync(fd)
+        done = time.monotonic()
+        latencies += [done - arrived for arrived in arrivals[first:last]]
+        syncs += 1
+        offset, first = offset + len(batch), last
+    return latencies, syncs
+
+
 def measure(directory: Path, *, writers: int, rate: float, size: int, seconds: float) -> Syncs:
-    """Time ``rate`` writes of ``size`` bytes a second, each synced, spread over ``writers`` files, for ``seconds``.
+    """Store ``rate`` messages of ``size`` bytes a second, each synced, over ``writers`` files, for ``seconds``.
 
-    The writes are as many as ``rate`` and ``seconds`` make (at least one a
-    writer), however long they take.
-
-    Each writer is a thread with a file of its own (the workers are
-    processes, but a write and its sync let go of the interpreter lock,
-    and the pacing between them is all the Python there is). A writer
-    that falls behind its pace writes at once rather than skipping, as
-    messages queue for a worker.
+    The messages are as many as ``rate`` and ``seconds`` make (at least one
+    a writer), however long storing them takes. Each writer is a thread
+    with a file of its own (the workers are processes, but a write and its
+    sync let go of the interpreter lock, and the pacing between them is all
+    the Python there is); its messages arrive evenly, the writers taking
+    turns. A writer writes the messages that have arrived, all in one write,
+    syncs, and then waits for the next.
     """
     if writers < 1 or rate <= 0 or size < 1 or seconds <= 0:
         raise ValueError(f"nothing to measure: {writers} writers, {rate} a second, {size} bytes, {seconds} s")
     directory.mkdir(parents=True, exist_ok=True)
     latencies: list[list[float]] = [[] for _ in range(writers)]
+    synced = [0] * writers
     errors: list[BaseException] = []
-    each = max(1, round(rate * seconds / writers))  # writes by each writer
+    each = max(1, round(rate * seconds / writers))  # messages by each writer
     starts: list[float] = []
     # The first turn once every writer has its file ready (writing 16 MiB of zeros takes a while).
     ready = threading.Barrier(writers, action=lambda: starts.append(time.monotonic()))
@@ -88,17 +121,9 @@ def measure(directory: Path, *, writers: int, rate: float, size: int, seconds: f
             os.pwrite(fd, bytes(FILE_BYTES), 0)
             os.fsync(fd)
             ready.wait()
-            start, record, offset, interval = starts[0], os.urandom(size), 0, writers / rate
-            for turn in range(each):
-                # The writers take turns, not all at once.
-                pause = start + (turn + number / writers) * interval - time.monotonic()
-                if pause > 0:
-                    time.sleep(pause)
-                began = time.perf_counter()
-                os.pwrite(fd, record, offset)
-                os.fdatasync(fd)
-                latencies[number].append(time.perf_counter() - began)
-                offset = (offset + size) % (FILE_BYTES - size)
+            # When this writer's messages arrive; the writers take turns, not all at once.
+            arrivals = [starts[0] + (turn + number / writers) * writers / rate for turn in range(each)]
+            latencies[number], synced[number] = _store(fd, arrivals, size)
         except threading.BrokenBarrierError:
             pass  # another writer failed: its error is the one to report
         except BaseException as exc:  # reported to the caller, not lost in a thread
@@ -116,4 +141,4 @@ def measure(directory: Path, *, writers: int, rate: float, size: int, seconds: f
         thread.join()
     if errors:
         raise errors[0]
-    return summarize([value for mine in latencies for value in mine])
+    return summarize([value for mine in latencies for value in mine], sum(synced))

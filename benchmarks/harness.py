@@ -196,18 +196,13 @@ class Bench:
         return connections
 
     def disk_alone(self, events: int, number: int, rate: float) -> report.DiskRun:
-        """The disk alone, written and synced as soapreceptor's paced run in round ``number`` did (benchmarks/disk.py).
-
-        One sync a message: at half of peak nearly every message has a sync
-        of its own (the ones that share a sync make this a little harsher
-        on the disk than the receptor was).
-        """
+        """The disk alone, storing messages as soapreceptor's paced run in round ``number`` did (benchmarks/disk.py)."""
         size = len(payloads.message(events, 0, stamp=payloads.timestamp()))
         syncs = disk.measure(
             self.scratch / "disk", writers=self.args.workers, rate=rate, size=size, seconds=self.args.duration
         )
         self.log(
-            f"  disk alone {rate:8.0f} writes/s of {size:,} bytes: sync p50 {syncs.p50_ms:6.2f} ms  "
+            f"  disk alone {rate:8.0f} msg/s of {size:,} bytes, {syncs.syncs} syncs: p50 {syncs.p50_ms:6.2f} ms  "
             f"p99 {syncs.p99_ms:7.1f} ms  slowest {syncs.max_ms:7.1f} ms  over {disk.SLOW_MS:g} ms: {syncs.slow}"
         )
         run = report.DiskRun(events, number, rate, size, self.args.workers, syncs)
