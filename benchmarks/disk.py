@@ -44,11 +44,11 @@ class Syncs:
     #: Messages that waited longer than SLOW_MS.
     slow: int
     #: Syncs made (fewer than messages where some shared one).
-    syncs: int = 0
+    syncs: int
 
 
-def summarize(seconds: Sequence[float], syncs: int = 0) -> Syncs:
-    """The messages' latencies ``seconds``, summed up; percentiles by the nearest rank."""
+def summarize(seconds: Sequence[float], syncs: int) -> Syncs:
+    """The messages' latencies ``seconds`` (stored by ``syncs`` syncs), summed up; percentiles by the nearest rank."""
     if not seconds:
         raise ValueError("no latencies to summarize")
     ordered = sorted(seconds)

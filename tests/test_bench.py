@@ -124,11 +124,11 @@ def test_the_latency_target_is_shown_beside_the_disk_alone() -> None:
 
 
 def test_disk_summarize_takes_percentiles_by_the_nearest_rank() -> None:
-    syncs = disk.summarize([n / 1000 for n in range(1, 101)])  # 1 to 100 ms
+    syncs = disk.summarize([n / 1000 for n in range(1, 101)], 100)  # 1 to 100 ms
     assert (syncs.count, syncs.p50_ms, syncs.p99_ms, syncs.max_ms) == (100, 50.0, 99.0, 100.0)
     assert syncs.slow == 90  # over 10 ms
     with pytest.raises(ValueError, match="no latencies"):
-        disk.summarize([])
+        disk.summarize([], 0)
 
 
 def test_disk_measure_stores_each_writers_share_and_leaves_nothing(tmp_path: Path) -> None:
