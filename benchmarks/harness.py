@@ -10,7 +10,9 @@ full-speed rate, for latency. At one size (``--diagnostic-size``), soapreceptor
 without its dispatcher and without its journal write run at full speed beside
 them, to show where its time goes, and after each of soapreceptor's paced runs the
 disk alone is timed, written and synced at that run's rate (``benchmarks/disk.py``):
-no durable receptor answers sooner than its disk syncs. soapreceptor must also hold in its journal every
+no durable receptor answers sooner than its disk syncs. Around each run of a receptor with the journal its
+own ``/metrics`` is read, for how many messages waited over 10 ms for their journal commit during the run
+(the disk-alone probe can only time the disk after it). soapreceptor must also hold in its journal every
 message it answered 200. Then the in-process pipeline per message size.
 Writes ``results.md``, ``throughput.png`` and ``runs.json`` to ``--out``.
 """
@@ -136,12 +138,16 @@ class Bench:
         with self._server(receptor, pace["connections"]) as server:
             warm = self._load(server, template, WARMUP_SECONDS, **pace)
             before = _delivery(server.journal) if receptor.journaled else None
+            waits_before = journal_waits(server.metrics()) if receptor.journaled else None
             cpu = server.cpu_seconds()
             measured = self._load(server, template, self.args.duration, **pace)
             cpu = server.cpu_seconds() - cpu
+            waits_after = journal_waits(server.metrics()) if receptor.journaled else None
             after = _delivery(server.journal) if receptor.journaled else None
             rss = server.peak_rss_kib()
-        backlog = delivered_rate = None
+        backlog = delivered_rate = commits = slow_commits = None
+        if waits_before is not None and waits_after is not None:
+            commits, slow_commits = (now - then for now, then in zip(waits_after, waits_before, strict=True))
         if before is not None and after is not None:
             delivered_rate = (after[0] - before[0]) / measured.seconds
             backlog = after[1]
@@ -163,12 +169,19 @@ class Bench:
             backlog=backlog,
             delivered_rate=delivered_rate,
             cpu_us=cpu / measured.requests * 1e6 if measured.requests else None,
+            commits=commits,
+            slow_commits=slow_commits,
         )
         self.log(
             f"  {kind:5} {receptor.name:13} {events:3d} events/msg: {run.rate:8.0f} msg/s  "
             f"p50 {run.p50_ms:6.1f} ms  p99 {run.p99_ms:7.1f} ms  rss {rss / 1024:5.1f} MiB"
             + (f"  cpu {run.cpu_us:5.0f} µs/msg" if run.cpu_us is not None else "")
             + (f"  delivered {delivered_rate:,.0f} events/s, backlog {backlog}" if delivered_rate is not None else "")
+            + (
+                f"  journal commits over {disk.SLOW_MS:g} ms: {slow_commits} of {commits}"
+                if commits is not None
+                else ""
+            )
         )
         if measured.refused or measured.errors:
             raise SystemExit(f"{receptor.name} refused {measured.refused} and failed {measured.errors} requests")
@@ -284,6 +297,32 @@ class Bench:
 def _rotated(items: Sequence[servers.Receptor], number: int) -> list[servers.Receptor]:
     shift = number % len(items)
     return [*items[shift:], *items[:shift]]
+
+
+def journal_waits(metrics: str) -> tuple[int, int]:
+    """From a receptor's ``/metrics`` page: messages committed to its journal so far, and how many waited over SLOW_MS.
+
+    The receptor times each message's commit (from handing it to the group
+    commit to its sync's return: waiting for the sync before it included) in a
+    histogram with a bucket at :data:`disk.SLOW_MS`. Read before and after a
+    run, it tells how much of that run's latency the storage took while the
+    run went on, where the disk-alone probe can only time the disk after it.
+    """
+    from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415 (as in _delivery)
+
+    bound = disk.SLOW_MS / 1000
+    count = within = None
+    for family in text_string_to_metric_families(metrics):
+        if family.name != "soapreceptor_journal_commit_seconds":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_count"):
+                count = sample.value
+            elif sample.name.endswith("_bucket") and math.isclose(float(sample.labels["le"]), bound):
+                within = sample.value
+    if count is None or within is None:
+        raise ValueError(f"no journal-commit histogram with a {disk.SLOW_MS:g} ms bucket in the receptor's /metrics")
+    return int(count), int(count - within)
 
 
 def _delivery(journal: Path) -> tuple[int, int]:

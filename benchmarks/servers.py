@@ -143,6 +143,19 @@ class Server:
                 "for every request, not measure keep-alive traffic"
             )
 
+    def metrics(self) -> str:
+        """The receptor's ``/metrics`` page (Prometheus' text format, every worker's counts added up)."""
+        connection = http.client.HTTPConnection(self.host, self.port, timeout=DEADLINE)
+        try:
+            connection.request("GET", "/metrics", headers={"Connection": "close"})
+            answer = connection.getresponse()
+            text = answer.read().decode()
+        finally:
+            connection.close()
+        if answer.status != 200:
+            raise RuntimeError(f"{self.receptor.name}: GET /metrics answered {answer.status}: {text[:200]}")
+        return text
+
     def _post(self, body: bytes) -> int | None:
         answers = self._exchange([body])
         return answers[0][0] if answers else None

@@ -20,8 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-from benchmarks import disk, report
+from benchmarks import disk, harness, report
 from benchmarks.report import DiskRun, Run
 
 from .support import REPO
@@ -72,6 +73,13 @@ def test_the_harness_measures_all_three_receptors(tmp_path: Path) -> None:
     assert all(run["refused"] == 0 and run["errors"] == 0 for run in runs["runs"])
     journaled = [run for run in runs["runs"] if run["receptor"] == "soapreceptor"]
     assert all(run["delivered_rate"] is not None and run["backlog"] >= 0 for run in journaled)
+    # The journal commits during each run of a receptor with the journal, from its own /metrics before and after.
+    for run in runs["runs"]:
+        if run["receptor"] in ("soapreceptor", "soapreceptor without dispatcher"):
+            assert run["commits"] > 0, run
+            assert 0 <= run["slow_commits"] <= run["commits"], run
+        else:
+            assert (run["commits"], run["slow_commits"]) == (None, None), run
     # The dispatcher alone: a rate in soapreceptor's rows, none in the peers' (they have no dispatcher).
     for row in rows:
         alone = row.split("|")[-2].strip()
@@ -85,7 +93,9 @@ def test_the_harness_measures_all_three_receptors(tmp_path: Path) -> None:
     assert (alone["events"], alone["round"], alone["rate"], alone["writers"]) == (2, 0, paced["rate"], 2)
     assert alone["syncs"]["count"] > 0
     assert alone["syncs"]["p50_ms"] <= alone["syncs"]["p99_ms"] <= alone["syncs"]["max_ms"]
-    assert re.search(r"## The disk alone \(2-event messages, half of peak\)\n(.*\n)+\| 1 \| [\d,]+ \| [\d,]+ \|", table)
+    # Its row ends with the share of soapreceptor's messages whose commit took over 10 ms during that run.
+    section = r"## The disk alone \(2-event messages, half of peak\)\n(.*\n)+"
+    assert re.search(section + r"\| 1 \| [\d,]+ \| [\d,]+ \|.* \| [\d.]+ % \|\n", table)
 
 
 def test_the_targets_show_each_rounds_value_beside_the_median() -> None:
@@ -119,8 +129,39 @@ def test_the_latency_target_is_shown_beside_the_disk_alone() -> None:
         "the disk alone, same rounds: p99 150.1 ms; rounds: 300.0, 0.2)"
     ) in text
     section = text.partition("## The disk alone (10-event messages, half of peak)")[2]
-    assert "| 1 | 1,000 | 100 | 99 | 0.20 | 300.0 | 300.0 | 2 |" in section
-    assert "| 2 | 1,000 | 100 | 100 | 0.20 | 0.2 | 0.2 | 0 |" in section
+    assert "| 1 | 1,000 | 100 | 99 | 0.20 | 300.0 | 300.0 | 2 | - |" in section
+    assert "| 2 | 1,000 | 100 | 100 | 0.20 | 0.2 | 0.2 | 0 | - |" in section
+
+
+def test_the_latency_target_is_shown_beside_the_journal_commits_during_the_run() -> None:
+    """The share of messages whose commit took over 10 ms, in each round, read from the receptor during its run."""
+    runs = [
+        Run("soapreceptor", 10, n, "paced", 1000, 1.0, p99, 1024, 0, 0, commits=commits, slow_commits=slow)
+        for n, (p99, commits, slow) in enumerate(((40.0, 2000, 60), (12.0, 1000, 4), (9.0, 500, 0)))
+    ]
+    runs.append(Run("bare limit", 10, 0, "paced", 1000, 1.0, 5.0, 1024, 0, 0))
+    quick = disk.summarize([0.0002] * 100, 100)
+    alone = [DiskRun(10, n, 1000, 5000, 2, quick) for n in range(2)]  # none for the third round
+    text = report.markdown(report.rows(runs, {}, {}), runs, {}, alone)
+    assert (
+        "- p99 at half of peak <= 10 ms: 12.0 ms (**not met**; rounds: 40.0, 12.0, 9.0; "
+        "the disk alone, same rounds: p99 0.2 ms; rounds: 0.2, 0.2; "
+        "messages whose journal commit took over 10 ms during the run: 0.4 %; rounds: 3.0 %, 0.4 %, 0.0 %)"
+    ) in text
+    section = text.partition("## The disk alone (10-event messages, half of peak)")[2]
+    assert "| 1 | 1,000 | 100 | 100 | 0.20 | 0.2 | 0.2 | 0 | 3.0 % |" in section
+    assert "| 2 | 1,000 | 100 | 100 | 0.20 | 0.2 | 0.2 | 0 | 0.4 % |" in section
+
+
+def test_journal_waits_reads_the_commit_histogram_of_a_metrics_page() -> None:
+    """A page as prometheus-client writes it (the tiny harness run above reads a real receptor's)."""
+    registry = CollectorRegistry()
+    commit = Histogram("soapreceptor_journal_commit_seconds", "commit", buckets=(0.005, 0.01, 0.025), registry=registry)
+    for seconds in (0.001, 0.004, 0.009, 0.0101, 0.02, 3.0):
+        commit.observe(seconds)
+    assert harness.journal_waits(generate_latest(registry).decode()) == (6, 3)
+    with pytest.raises(ValueError, match="no journal-commit histogram with a 10 ms bucket"):
+        harness.journal_waits("# nothing here\n")
 
 
 def test_disk_summarize_takes_percentiles_by_the_nearest_rank() -> None:
