@@ -12,8 +12,9 @@ them, to show where its time goes, and after each of soapreceptor's paced runs t
 disk alone is timed, written and synced at that run's rate (``benchmarks/disk.py``):
 no durable receptor answers sooner than its disk syncs. Around each run of a receptor with the journal its
 own ``/metrics`` is read, for how many messages waited over 10 ms for their journal commit during the run
-(the disk-alone probe can only time the disk after it). soapreceptor must also hold in its journal every
-message it answered 200. Then the in-process pipeline per message size.
+(the disk-alone probe can only time the disk after it); and after the probe soapreceptor runs paced once more
+with its spool and journal in memory (tmpfs, where there is room), for its code's latency without the disk.
+soapreceptor must also hold in its journal every message it answered 200. Then the in-process pipeline per message size.
 Writes ``results.md``, ``throughput.png`` and ``runs.json`` to ``--out``.
 """
 
@@ -95,9 +96,11 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
 class Bench:
     """One benchmark run: its settings, its scratch directory and what it measured."""
 
-    def __init__(self, args: argparse.Namespace, scratch: Path) -> None:
+    def __init__(self, args: argparse.Namespace, scratch: Path, memory: Path | None = None) -> None:
         self.args = args
         self.scratch = scratch
+        #: A directory in memory (tmpfs) for soapreceptor's in-memory runs; None: no such runs.
+        self.memory = memory
         self.runs: list[Run] = []
         self.disk: list[report.DiskRun] = []
         self.serial = 0
@@ -108,9 +111,10 @@ class Bench:
 
     def _server(self, receptor: servers.Receptor, connections: int) -> servers.Server:
         self.started += 1
+        parent = self.memory if receptor.in_memory and self.memory is not None else self.scratch
         return servers.Server(
             receptor,
-            self.scratch / f"{self.started:03d}-{receptor.name.replace(' ', '-')}",
+            parent / f"{self.started:03d}-{receptor.name.replace(' ', '-').replace(',', '')}",
             workers=self.args.workers,
             worker_class=self.args.worker_class,
             threads=self.args.threads,
@@ -246,6 +250,8 @@ class Bench:
                     paced = self.measure(receptor, events, number, "paced", target=peak / 2)
                     if receptor.name == report.SOAPRECEPTOR and events == self.args.diagnostic_size:
                         self.disk_alone(events, number, paced.rate)
+                        if self.memory is not None:
+                            self.measure(servers.IN_MEMORY, events, number, "paced", target=peak / 2)
         self.log("in-process pipeline")
         seconds = inprocess.measure(
             self.scratch / "inprocess", self.args.sizes, self.args.inprocess_messages, self.args.rounds
@@ -377,13 +383,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"make bench: {exc}", file=sys.stderr)
         return 2
     scratch = Path(tempfile.mkdtemp(prefix="soapreceptor-bench-"))
+    memory = _memory_scratch()
     try:
-        return Bench(args, scratch).run()
+        return Bench(args, scratch, memory).run()
     except (servers.ServerError, load.LoadError) as exc:
         print(f"make bench: {exc}", file=sys.stderr)
         return 1
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+        if memory is not None:
+            shutil.rmtree(memory, ignore_errors=True)
+
+
+#: Where the in-memory runs keep their journal, and the room they need there (a paced run's spool and journal).
+MEMORY = Path("/dev/shm")  # noqa: S108 (only a parent: the runs get a directory of their own from mkdtemp)
+MEMORY_NEEDED = 2 << 30
+
+
+def _memory_scratch(parent: Path = MEMORY, needed: int = MEMORY_NEEDED) -> Path | None:
+    """A fresh directory in memory for the in-memory runs, or None (and why, on stderr) where there is no room."""
+    try:
+        free = shutil.disk_usage(parent).free
+    except OSError as exc:
+        print(f"make bench: no run with the journal in memory: {parent}: {exc.strerror}", file=sys.stderr)
+        return None
+    if free < needed:
+        print(
+            f"make bench: no run with the journal in memory: {parent} has {free >> 20:,} MiB free, "
+            f"under the {needed >> 20:,} MiB such a run may need",
+            file=sys.stderr,
+        )
+        return None
+    return Path(tempfile.mkdtemp(prefix="soapreceptor-bench-", dir=parent))
 
 
 if __name__ == "__main__":

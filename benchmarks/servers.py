@@ -33,6 +33,8 @@ class Receptor:
     app: str
     env: dict[str, str] = field(default_factory=dict)
     journaled: bool = False
+    #: Its work directory (spool and journal) in memory (tmpfs), where no sync waits for a disk.
+    in_memory: bool = False
 
 
 RECEPTORS: tuple[Receptor, ...] = (
@@ -62,6 +64,11 @@ DIAGNOSTICS: tuple[Receptor, ...] = (
         _NO_DISPATCHER, name="soapreceptor without journal", app="benchmarks.no_journal:application", journaled=False
     ),
 )
+
+
+#: soapreceptor as shipped, but with its spool and journal in memory (tmpfs): every step of its path runs, the
+#: syncs included, but none waits for a disk. Paced only: the code's own latency, beside the disk's.
+IN_MEMORY = replace(RECEPTORS[0], name="soapreceptor, journal in memory", in_memory=True)
 
 
 class ServerError(RuntimeError):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -60,7 +61,13 @@ def test_the_harness_measures_all_three_receptors(tmp_path: Path) -> None:
     runs = json.loads((out / "runs.json").read_text())
     main = {"soapreceptor", "naive spyne", "bare limit"}
     diagnostic = {"soapreceptor without dispatcher", "soapreceptor without journal"}
-    assert {run["receptor"] for run in runs["runs"]} == main | diagnostic
+    # With room in memory (tmpfs): soapreceptor with its journal there, paced, after the disk probe; else word why not.
+    room = harness.MEMORY.is_dir() and shutil.disk_usage(harness.MEMORY).free >= harness.MEMORY_NEEDED
+    in_memory = {"soapreceptor, journal in memory"} if room else set()
+    assert ("no run with the journal in memory" in done.stderr) == (not in_memory), done.stderr[-2000:]
+    assert {run["receptor"] for run in runs["runs"]} == main | diagnostic | in_memory
+    memory_runs = [run for run in runs["runs"] if run["receptor"] in in_memory]
+    assert [(run["events"], run["kind"], run["round"]) for run in memory_runs] == [(2, "paced", 0)] * len(in_memory)
     assert {run["kind"] for run in runs["runs"]} == {"peak", "paced"}
     # The diagnostic runs: at full speed, at the one size asked for, each in its own row of their section.
     assert {(run["events"], run["kind"]) for run in runs["runs"] if run["receptor"] in diagnostic} == {(2, "peak")}
@@ -75,7 +82,7 @@ def test_the_harness_measures_all_three_receptors(tmp_path: Path) -> None:
     assert all(run["delivered_rate"] is not None and run["backlog"] >= 0 for run in journaled)
     # The journal commits during each run of a receptor with the journal, from its own /metrics before and after.
     for run in runs["runs"]:
-        if run["receptor"] in ("soapreceptor", "soapreceptor without dispatcher"):
+        if run["receptor"] in ("soapreceptor", "soapreceptor without dispatcher", *in_memory):
             assert run["commits"] > 0, run
             assert 0 <= run["slow_commits"] <= run["commits"], run
         else:
@@ -93,9 +100,11 @@ def test_the_harness_measures_all_three_receptors(tmp_path: Path) -> None:
     assert (alone["events"], alone["round"], alone["rate"], alone["writers"]) == (2, 0, paced["rate"], 2)
     assert alone["syncs"]["count"] > 0
     assert alone["syncs"]["p50_ms"] <= alone["syncs"]["p99_ms"] <= alone["syncs"]["max_ms"]
-    # Its row ends with the share of soapreceptor's messages whose commit took over 10 ms during that run.
+    # Its row ends with the share of soapreceptor's messages whose commit took over 10 ms during that run,
+    # then the rate and p99 of the run with the journal in memory ("-" without one).
     section = r"## The disk alone \(2-event messages, half of peak\)\n(.*\n)+"
-    assert re.search(section + r"\| 1 \| [\d,]+ \| [\d,]+ \|.* \| [\d.]+ % \|\n", table)
+    memory = r"[\d,]+ \| [\d,.]+" if in_memory else "- \\| -"
+    assert re.search(section + r"\| 1 \| [\d,]+ \| [\d,]+ \|.* \| [\d.]+ % \| " + memory + r" \|\n", table)
 
 
 def test_the_targets_show_each_rounds_value_beside_the_median() -> None:
@@ -129,8 +138,8 @@ def test_the_latency_target_is_shown_beside_the_disk_alone() -> None:
         "the disk alone, same rounds: p99 150.1 ms; rounds: 300.0, 0.2)"
     ) in text
     section = text.partition("## The disk alone (10-event messages, half of peak)")[2]
-    assert "| 1 | 1,000 | 100 | 99 | 0.20 | 300.0 | 300.0 | 2 | - |" in section
-    assert "| 2 | 1,000 | 100 | 100 | 0.20 | 0.2 | 0.2 | 0 | - |" in section
+    assert "| 1 | 1,000 | 100 | 99 | 0.20 | 300.0 | 300.0 | 2 | - | - | - |" in section
+    assert "| 2 | 1,000 | 100 | 100 | 0.20 | 0.2 | 0.2 | 0 | - | - | - |" in section
 
 
 def test_the_latency_target_is_shown_beside_the_journal_commits_during_the_run() -> None:
@@ -149,8 +158,42 @@ def test_the_latency_target_is_shown_beside_the_journal_commits_during_the_run()
         "messages whose journal commit took over 10 ms during the run: 0.4 %; rounds: 3.0 %, 0.4 %, 0.0 %)"
     ) in text
     section = text.partition("## The disk alone (10-event messages, half of peak)")[2]
-    assert "| 1 | 1,000 | 100 | 100 | 0.20 | 0.2 | 0.2 | 0 | 3.0 % |" in section
-    assert "| 2 | 1,000 | 100 | 100 | 0.20 | 0.2 | 0.2 | 0 | 0.4 % |" in section
+    assert "| 1 | 1,000 | 100 | 100 | 0.20 | 0.2 | 0.2 | 0 | 3.0 % | - | - |" in section
+    assert "| 2 | 1,000 | 100 | 100 | 0.20 | 0.2 | 0.2 | 0 | 0.4 % | - | - |" in section
+
+
+def test_the_latency_target_is_shown_beside_the_journal_in_memory() -> None:
+    """soapreceptor's paced p99 with its journal on tmpfs, in each round: its code's latency without the disk."""
+    runs = [Run("soapreceptor", 10, n, "paced", 1000, 1.0, p99, 1024, 0, 0) for n, p99 in enumerate((40.0, 12.0))]
+    runs += [
+        Run("soapreceptor, journal in memory", 10, n, "paced", rate, 1.0, p99, 1024, 0, 0)
+        for n, (rate, p99) in enumerate(((1900, 8.5), (2100, 6.5)))
+    ]
+    quick = disk.summarize([0.0002] * 100, 100)
+    alone = [DiskRun(10, n, 1000, 5000, 2, quick) for n in range(2)]
+    text = report.markdown(report.rows(runs, {}, {}), runs, {}, alone)
+    assert (
+        "- p99 at half of peak <= 10 ms: 26.0 ms (**not met**; rounds: 40.0, 12.0; "
+        "the disk alone, same rounds: p99 0.2 ms; rounds: 0.2, 0.2; "
+        "soapreceptor with its journal in memory, same rounds: p99 7.5 ms; rounds: 8.5, 6.5)"
+    ) in text
+    section = text.partition("## The disk alone (10-event messages, half of peak)")[2]
+    assert "| 1 | 1,000 | 100 | 100 | 0.20 | 0.2 | 0.2 | 0 | - | 1,900 | 8.5 |" in section
+    assert "| 2 | 1,000 | 100 | 100 | 0.20 | 0.2 | 0.2 | 0 | - | 2,100 | 6.5 |" in section
+    # Paced only, it has no row in the full-speed table.
+    assert [row.receptor for row in report.rows(runs, {}, {})] == []
+
+
+def test_the_journal_in_memory_needs_room_there(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    made = harness._memory_scratch(tmp_path, needed=0)
+    assert made is not None
+    assert made.is_dir()
+    assert made.parent == tmp_path
+    assert harness._memory_scratch(tmp_path, needed=1 << 60) is None
+    assert f"no run with the journal in memory: {tmp_path} has " in capsys.readouterr().err
+    assert harness._memory_scratch(tmp_path / "absent", needed=0) is None
+    assert f"no run with the journal in memory: {tmp_path / 'absent'}: No such file" in capsys.readouterr().err
+    assert [path.name for path in tmp_path.iterdir()] == [made.name]
 
 
 def test_journal_waits_reads_the_commit_histogram_of_a_metrics_page() -> None:
