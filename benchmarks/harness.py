@@ -41,11 +41,6 @@ from .report import Run
 
 #: How long wrk loads a freshly started receptor before the measured run (not counted).
 WARMUP_SECONDS = 1.0
-#: A paced connection pauses this long between requests (wrk's pause is whole milliseconds).
-PACE_MS = 10
-#: Trial runs that look for the connection count giving the paced rate, and how close to it is close enough.
-PACE_TRIALS = 3
-PACE_TOLERANCE = 0.1
 #: The threaded worker classes --worker-class names by a word, as the results describe them.
 _WORKER_CLASSES = {
     "soapreceptor": "soapreceptor.worker (gthread, a thread staying with a busy kept-alive connection)",
@@ -121,25 +116,25 @@ class Bench:
             connections=connections,
         )
 
-    def _load(self, server: servers.Server, template: Path, seconds: float, **pace: int) -> load.Load:
+    def _load(self, server: servers.Server, template: Path, seconds: float, **pace: float) -> load.Load:
         first, self.serial = self.serial, self.serial + 10**9  # far apart: wrk's threads interleave theirs
         return load.run(
             server.url,
             template,
             first_serial=first,
             seconds=seconds,
-            connections=pace.get("connections", self.args.connections),
+            connections=int(pace.get("connections", self.args.connections)),
             threads=self.args.wrk_threads,
-            delay_ms=pace.get("delay_ms", 0),
+            rate=pace.get("rate", 0),
         )
 
     def measure(self, receptor: servers.Receptor, events: int, number: int, kind: str, target: float = 0) -> Run:
         template = load.write_template(self.scratch / f"template-{events}.xml", events)
-        pace: dict[str, int] = {"connections": self.args.connections}
+        pace: dict[str, float] = {"connections": self.args.connections}
         if kind == "paced":
-            pace = {"connections": self._paced_connections(receptor, template, target), "delay_ms": PACE_MS}
+            pace = {"connections": paced_connections(target, self.args.wrk_threads), "rate": target}
         # Each worker takes its share of the connections (see benchmarks/gunicorn_bench.py).
-        with self._server(receptor, pace["connections"]) as server:
+        with self._server(receptor, int(pace["connections"])) as server:
             warm = self._load(server, template, WARMUP_SECONDS, **pace)
             before = _delivery(server.journal) if receptor.journaled else None
             waits_before = journal_waits(server.metrics()) if receptor.journaled else None
@@ -191,26 +186,6 @@ class Bench:
             raise SystemExit(f"{receptor.name} refused {measured.refused} and failed {measured.errors} requests")
         self.runs.append(run)
         return run
-
-    def _paced_connections(self, receptor: servers.Receptor, template: Path, target: float) -> int:
-        """How many connections, each pausing PACE_MS between requests, offer ``target`` requests a second.
-
-        It depends on the receptor's latency (and on how precisely wrk keeps
-        its pauses): short trial runs tell, each correcting the count by the
-        rate the last one reached, until one comes within PACE_TOLERANCE of
-        the target or the count stops changing. Each trial has a server of its
-        own, whose workers take their share of that trial's connections.
-        """
-        connections = max(1, math.ceil(target * (PACE_MS + 1) / 1000))
-        for _ in range(PACE_TRIALS):
-            with self._server(receptor, connections) as server:
-                trial = self._load(server, template, WARMUP_SECONDS + 1, connections=connections, delay_ms=PACE_MS)
-            self._discard(server)
-            wanted = max(1, round(connections * target / trial.rate)) if trial.rate > 0 else connections
-            if abs(trial.rate - target) <= PACE_TOLERANCE * target or wanted == connections:
-                break
-            connections = wanted
-        return connections
 
     def disk_alone(self, events: int, number: int, rate: float) -> report.DiskRun:
         """The disk alone, storing messages as soapreceptor's paced run in round ``number`` did (benchmarks/disk.py)."""
@@ -298,6 +273,14 @@ class Bench:
             "(its own HIT and assignment ids), signed with a current timestamp",
             "rounds": f"{args.rounds} per size, receptor order rotating each round; medians reported",
         }
+
+
+def paced_connections(rate: float, threads: int) -> int:
+    """Connections for a paced load of ``rate`` requests a second: each sends about every load.PACE_MS.
+
+    At least one a wrk thread. While a few wait on slow answers, the others keep to the schedule.
+    """
+    return max(threads, math.ceil(rate * load.PACE_MS / 1000))
 
 
 def _rotated(items: Sequence[servers.Receptor], number: int) -> list[servers.Receptor]:

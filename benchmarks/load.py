@@ -15,6 +15,8 @@ from . import payloads
 SCRIPT = Path(__file__).resolve().parent / "wrk.lua"
 #: Where the serial number goes in a template (12 characters, as wide as the serial).
 MARKER = "@" * 12
+#: A paced load has enough connections that each sends about this often, in milliseconds (see harness).
+PACE_MS = 15
 
 
 class LoadError(RuntimeError):
@@ -61,9 +63,9 @@ def run(
     seconds: float,
     connections: int,
     threads: int,
-    delay_ms: int = 0,
+    rate: float = 0,
 ) -> Load:
-    """Run wrk against ``url`` for ``seconds``; ``delay_ms`` paces each connection."""
+    """Run wrk against ``url`` for ``seconds``; ``rate`` (requests a second), if given, paces it (see wrk.lua)."""
     threads = min(threads, connections)
     command = [
         wrk_binary(),
@@ -79,7 +81,10 @@ def run(
         str(first_serial),
         str(threads),
     ]
-    env = dict(os.environ, WRK_DELAY_MS=str(delay_ms))
+    env = dict(os.environ)
+    env.pop("WRK_RATE", None)
+    if rate > 0:
+        env["WRK_RATE"] = repr(rate / threads)  # each wrk thread keeps its share of the schedule
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:

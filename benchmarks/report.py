@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .disk import SLOW_MS, Syncs
+from .load import PACE_MS
 
 SOAPRECEPTOR, NAIVE, BARE = "soapreceptor", "naive spyne", "bare limit"
 RECEPTOR_ORDER = (SOAPRECEPTOR, NAIVE, BARE)
@@ -167,9 +168,11 @@ def markdown(table: Sequence[Row], runs: Sequence[Run], context: dict[str, str],
         "## Throughput and latency",
         "",
         "Full speed: wrk with keep-alive connections as fast as the receptor answers. Paced: the same",
-        "message size offered at half of soapreceptor's full-speed rate, to every receptor: wrk connections",
-        "each pausing 10 ms between requests, as many as up to three 2 s trial runs show the rate needs",
-        "(within 10 %; the rate reached is in the table).",
+        "message size offered at half of soapreceptor's full-speed rate, to every receptor, on a fixed schedule:",
+        "each request leaves when it is due, on whichever connection is free, whether or not earlier answers",
+        "have come, as MTurk sends (benchmarks/wrk.lua), with connections enough for each to send about",
+        f"every {PACE_MS} ms. One that falls behind, every connection waiting, leaves as soon as one is free.",
+        "The rate reached is in the table: a receptor slower than the schedule answers at its own full speed.",
         "Latency is wrk's, from sending a request to the end of its answer. RSS is the largest peak resident",
         "set (VmHWM) of any gunicorn worker. CPU: user and system time of all the receptor's processes",
         "(gunicorn's master and workers, soapreceptor's dispatcher) during the full-speed run, per message",

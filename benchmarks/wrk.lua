@@ -5,14 +5,18 @@
 -- wrk's threads, into the template's ids. The receptors must therefore store
 -- (and soapreceptor hand on) every event as new, as with real traffic.
 --
---   [WRK_DELAY_MS=N] wrk -t THREADS -s benchmarks/wrk.lua URL -- TEMPLATE_FILE FIRST_SERIAL THREADS
+--   [WRK_RATE=R] wrk -t THREADS -s benchmarks/wrk.lua URL -- TEMPLATE_FILE FIRST_SERIAL THREADS
 --
 -- TEMPLATE_FILE holds the body with the marker @@@@@@@@@@@@ (12 characters,
 -- replaced by a 12-digit serial, so every body has the template's length).
--- WRK_DELAY_MS, if set, makes each connection wait that many milliseconds
--- between requests (a paced load, for latency below the peak; an environment
--- variable because wrk decides whether a script paces before init() runs).
--- done() prints one JSON line.
+-- WRK_RATE, if set, paces the load (for latency below the peak): each of
+-- wrk's threads sends R requests a second on a fixed schedule, each on
+-- whichever of its connections is free when the request is due, so a slow
+-- answer does not slow the sender down: as MTurk, which does not wait for one
+-- message's answer to send the next. A request that falls behind its time (every
+-- connection was waiting for an answer) goes as soon as a connection is free.
+-- (An environment variable because wrk decides whether a script paces before
+-- init() runs.) done() prints one JSON line.
 
 local threads = {}
 local counter = 0
@@ -23,7 +27,7 @@ function setup(thread)
    table.insert(threads, thread)
 end
 
-local delay_ms = tonumber(os.getenv("WRK_DELAY_MS") or "0")
+local rate = tonumber(os.getenv("WRK_RATE") or "0")
 -- Globals, not locals: done() reads sent and refused through thread:get().
 parts, serial, step, sent, refused = nil, 0, 1, 0, 0
 local headers = {
@@ -61,9 +65,33 @@ function request()
    return wrk.format("POST", nil, headers, body)
 end
 
-if delay_ms > 0 then
+if rate > 0 then
+   -- wrk's Lua (LuaJIT) has no millisecond clock of its own: the C library's monotonic one, through ffi.
+   local ffi = require("ffi")
+   ffi.cdef [[
+      typedef struct { long tv_sec; long tv_nsec; } soapreceptor_timespec;
+      int clock_gettime(int clock, soapreceptor_timespec *now);
+   ]]
+   local CLOCK_MONOTONIC = 1
+   local clock = ffi.new("soapreceptor_timespec")
+   local function now_ms()
+      ffi.C.clock_gettime(CLOCK_MONOTONIC, clock)
+      return tonumber(clock.tv_sec) * 1000 + tonumber(clock.tv_nsec) / 1e6
+   end
+   local interval = 1000 / rate
+   local due = nil
+   -- Called before each request a connection is about to send: how many milliseconds it waits
+   -- for the next free time on this thread's schedule (whole ones: wrk's timer takes no less).
+   -- The schedule is absolute, so the rounding of one wait does not carry into the next.
    function delay()
-      return delay_ms
+      local now = now_ms()
+      due = due or now
+      local wait = due - now
+      due = due + interval
+      if wait <= 0 then
+         return 0
+      end
+      return math.floor(wait + 0.5)
    end
 end
 

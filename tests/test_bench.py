@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-from benchmarks import disk, harness, report
+from benchmarks import disk, harness, load, report, servers
 from benchmarks.report import DiskRun, Run
 
 from .support import REPO
@@ -213,6 +213,20 @@ def test_disk_summarize_takes_percentiles_by_the_nearest_rank() -> None:
     assert syncs.slow == 90  # over 10 ms
     with pytest.raises(ValueError, match="no latencies"):
         disk.summarize([], 0)
+
+
+def test_a_paced_load_keeps_to_its_schedule(tmp_path: Path) -> None:
+    """Paced, wrk sends at the rate asked for, not as fast as the receptor answers (the bare limit: far faster)."""
+    rate, connections = 200.0, 4
+    template = load.write_template(tmp_path / "template.xml", 1)
+    receptor = servers.RECEPTORS[2]
+    with servers.Server(receptor, tmp_path / "bare", workers=1, worker_class="soapreceptor", threads=2) as server:
+        paced = load.run(server.url, template, first_serial=0, seconds=2, connections=connections, threads=2, rate=rate)
+    assert (paced.refused, paced.errors) == (0, 0)
+    # At most what the schedule holds (each connection's first request leaves at once), and, on a receptor
+    # answering in well under a millisecond, most of it whatever the machine's load.
+    assert paced.requests <= rate * paced.seconds + connections + 2, paced
+    assert paced.requests >= 0.5 * rate * paced.seconds, paced
 
 
 def test_disk_measure_stores_each_writers_share_and_leaves_nothing(tmp_path: Path) -> None:
