@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import errno
 import json
 import logging
 import math
 import os
 import re
+import socket
 import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+from gunicorn.util import parse_address
 
 from . import __version__, replay, simulate, versions
 from .contract import wsdl_path, wsdl_with_address
@@ -171,6 +175,15 @@ def _serve(args: argparse.Namespace) -> int:
     # Check the settings and the hook here, so a mistake is one clear line
     # instead of gunicorn's start-up traceback.
     settings = Settings.from_env(env)
+    problem = listen_problem(settings.bind)
+    if problem:
+        if args.bind:
+            named = f"--bind {args.bind!r}"
+        elif env.get("SOAPRECEPTOR_BIND", "").strip():
+            named = f"SOAPRECEPTOR_BIND={settings.bind!r}"
+        else:
+            named = f"the default address {settings.bind!r} (set SOAPRECEPTOR_BIND or pass --bind)"
+        raise ConfigError(f"{named}: {problem}")
     create_app(settings)
     # The receptor's journal file, opened by every worker and the dispatcher,
     # must be the same file whatever directory they run in.
@@ -180,6 +193,39 @@ def _serve(args: argparse.Namespace) -> int:
         _start_demo(settings, env)
     os.execve(sys.executable, command, env)  # noqa: S606 (our own interpreter, fixed arguments)
     return 0  # not reached
+
+
+def listen_problem(bind: str) -> str | None:
+    """Why this machine cannot listen on the TCP address ``bind`` (HOST:PORT) now, or None if it can.
+
+    Found by resolving the host and binding a socket there (as gunicorn
+    will, with SO_REUSEADDR) and closing it at once: gunicorn meets the same
+    mistakes only after it has started, retries each five times a second
+    apart, and calls it a failed "connection". Other addresses (unix:PATH,
+    fd://N) are left to gunicorn.
+    """
+    address = parse_address(bind)
+    if not isinstance(address, tuple):
+        return None
+    host, port = address
+    try:
+        found = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        return f"cannot listen there: the host name {host!r} does not resolve ({exc.strerror})"
+    family, kind, protocol, _, where = found[0]
+    try:
+        with socket.socket(family, kind, protocol) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(where)
+            probe.listen()
+    except OSError as exc:
+        reason = {
+            errno.EADDRINUSE: f"port {port} is in use there (another receptor, or another program)",
+            errno.EADDRNOTAVAIL: f"{host!r} is not an address of this machine",
+            errno.EACCES: f"no permission to listen on port {port} (ports below 1024 need privileges)",
+        }.get(exc.errno or 0, exc.strerror or str(exc))
+        return f"cannot listen there: {reason}"
+    return None
 
 
 def _start_demo(settings: Settings, env: dict[str, str]) -> None:

@@ -248,6 +248,63 @@ def test_serve_with_an_address_gunicorn_cannot_listen_on_exits_2_before_starting
     assert "gunicorn" not in result.stderr + result.stdout
 
 
+@pytest.mark.parametrize(
+    ("bind", "reason"),
+    [
+        pytest.param(
+            "nosuchhost.invalid:8080",
+            "the host name 'nosuchhost.invalid' does not resolve (",
+            id="unresolvable",
+        ),
+        # 192.0.2.0/24 is set aside for documentation (RFC 5737): no machine has it.
+        pytest.param("192.0.2.1:8080", "'192.0.2.1' is not an address of this machine", id="not-ours"),
+    ],
+)
+def test_serve_where_it_cannot_listen_exits_2_at_once(tmp_path: Path, bind: str, reason: str) -> None:
+    """gunicorn would retry each for five seconds and call it a failed connection: one line instead, exit 2."""
+    result = soapreceptor(
+        "serve", "--bind", bind, "--workers", "1", env=Server(workdir=tmp_path).full_env(), cwd=tmp_path
+    )
+
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"soapreceptor: --bind {bind!r}: cannot listen there: {reason}"), result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert "gunicorn" not in result.stderr + result.stdout
+
+
+def test_serve_on_a_port_in_use_names_the_setting_and_exits_2(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        bind = f"127.0.0.1:{taken.getsockname()[1]}"
+        env = {**Server(workdir=tmp_path).full_env(), "SOAPRECEPTOR_BIND": bind}
+        result = soapreceptor("serve", "--workers", "1", env=env, cwd=tmp_path)
+
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == (
+        f"soapreceptor: SOAPRECEPTOR_BIND={bind!r}: cannot listen there: "
+        f"port {bind.rpartition(':')[2]} is in use there (another receptor, or another program)"
+    )
+
+
+def test_serve_on_the_default_address_in_use_says_how_to_choose_another(tmp_path: Path) -> None:
+    env = Server(workdir=tmp_path).full_env()
+    env.pop("SOAPRECEPTOR_BIND", None)
+    with socket.socket() as taken:
+        try:
+            taken.bind(("127.0.0.1", 8080))
+            taken.listen()
+        except OSError:
+            pass  # something else holds it already: in use either way
+        result = soapreceptor("serve", "--workers", "1", env=env, cwd=tmp_path)
+
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(
+        "soapreceptor: the default address '127.0.0.1:8080' (set SOAPRECEPTOR_BIND or pass --bind): "
+        "cannot listen there: port 8080 is in use there"
+    ), result.stderr
+
+
 # --- wsdl -------------------------------------------------------------------------------------------
 
 
