@@ -116,30 +116,31 @@ class Bench:
             connections=connections,
         )
 
-    def _load(self, server: servers.Server, template: Path, seconds: float, **pace: float) -> load.Load:
+    def _load(self, server: servers.Server, template: Path, seconds: float, connections: int, rate: float) -> load.Load:
         first, self.serial = self.serial, self.serial + 10**9  # far apart: wrk's threads interleave theirs
         return load.run(
             server.url,
             template,
             first_serial=first,
             seconds=seconds,
-            connections=int(pace.get("connections", self.args.connections)),
+            connections=connections,
             threads=self.args.wrk_threads,
-            rate=pace.get("rate", 0),
+            rate=rate,
         )
 
     def measure(self, receptor: servers.Receptor, events: int, number: int, kind: str, target: float = 0) -> Run:
         template = load.write_template(self.scratch / f"template-{events}.xml", events)
-        pace: dict[str, float] = {"connections": self.args.connections}
+        # Full speed: no rate, wrk as fast as the answers come; paced: on a schedule of ``target`` a second.
+        connections, rate = self.args.connections, 0.0
         if kind == "paced":
-            pace = {"connections": paced_connections(target, self.args.wrk_threads), "rate": target}
+            connections, rate = paced_connections(target, self.args.wrk_threads), target
         # Each worker takes its share of the connections (see benchmarks/gunicorn_bench.py).
-        with self._server(receptor, int(pace["connections"])) as server:
-            warm = self._load(server, template, WARMUP_SECONDS, **pace)
+        with self._server(receptor, connections) as server:
+            warm = self._load(server, template, WARMUP_SECONDS, connections, rate)
             before = _delivery(server.journal) if receptor.journaled else None
             waits_before = journal_waits(server.metrics()) if receptor.journaled else None
             cpu = server.cpu_seconds()
-            measured = self._load(server, template, self.args.duration, **pace)
+            measured = self._load(server, template, self.args.duration, connections, rate)
             cpu = server.cpu_seconds() - cpu
             waits_after = journal_waits(server.metrics()) if receptor.journaled else None
             after = _delivery(server.journal) if receptor.journaled else None

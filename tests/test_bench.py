@@ -128,16 +128,21 @@ def test_the_targets_show_each_rounds_value_beside_the_median() -> None:
     assert "100 events / 10 events <= 10): - (not measured)" in targets, "no in-process runs here"
 
 
+def _report_and_disk_section(runs: list[Run], alone: list[DiskRun]) -> tuple[str, str]:
+    """results.md for these runs, and its disk section (10-event messages)."""
+    text = report.markdown(report.rows(runs, {}, {}), runs, {}, alone)
+    return text, text.partition("## The disk alone (10-event messages, half of peak)")[2]
+
+
 def test_the_latency_target_is_shown_beside_the_disk_alone() -> None:
     runs = [Run("soapreceptor", 10, n, "paced", 1000, 1.0, p99, 1024, 0, 0) for n, p99 in enumerate((40.0, 12.0))]
     slow, quick = disk.summarize([0.0002] * 98 + [0.3, 0.3], 99), disk.summarize([0.0002] * 100, 100)
     alone = [DiskRun(10, 0, 1000, 5000, 2, slow), DiskRun(10, 1, 1000, 5000, 2, quick)]
-    text = report.markdown(report.rows(runs, {}, {}), runs, {}, alone)
+    text, section = _report_and_disk_section(runs, alone)
     assert (
         "- p99 at half of peak <= 10 ms: 26.0 ms (**not met**; rounds: 40.0, 12.0; "
         "the disk alone, same rounds: p99 150.1 ms; rounds: 300.0, 0.2)"
     ) in text
-    section = text.partition("## The disk alone (10-event messages, half of peak)")[2]
     assert "| 1 | 1,000 | 100 | 99 | 0.20 | 300.0 | 300.0 | 2 | - | - | - |" in section
     assert "| 2 | 1,000 | 100 | 100 | 0.20 | 0.2 | 0.2 | 0 | - | - | - |" in section
 
@@ -151,13 +156,12 @@ def test_the_latency_target_is_shown_beside_the_journal_commits_during_the_run()
     runs.append(Run("bare limit", 10, 0, "paced", 1000, 1.0, 5.0, 1024, 0, 0))
     quick = disk.summarize([0.0002] * 100, 100)
     alone = [DiskRun(10, n, 1000, 5000, 2, quick) for n in range(2)]  # none for the third round
-    text = report.markdown(report.rows(runs, {}, {}), runs, {}, alone)
+    text, section = _report_and_disk_section(runs, alone)
     assert (
         "- p99 at half of peak <= 10 ms: 12.0 ms (**not met**; rounds: 40.0, 12.0, 9.0; "
         "the disk alone, same rounds: p99 0.2 ms; rounds: 0.2, 0.2; "
         "messages whose journal commit took over 10 ms during the run: 0.4 %; rounds: 3.0 %, 0.4 %, 0.0 %)"
     ) in text
-    section = text.partition("## The disk alone (10-event messages, half of peak)")[2]
     assert "| 1 | 1,000 | 100 | 100 | 0.20 | 0.2 | 0.2 | 0 | 3.0 % | - | - |" in section
     assert "| 2 | 1,000 | 100 | 100 | 0.20 | 0.2 | 0.2 | 0 | 0.4 % | - | - |" in section
 
@@ -171,13 +175,12 @@ def test_the_latency_target_is_shown_beside_the_journal_in_memory() -> None:
     ]
     quick = disk.summarize([0.0002] * 100, 100)
     alone = [DiskRun(10, n, 1000, 5000, 2, quick) for n in range(2)]
-    text = report.markdown(report.rows(runs, {}, {}), runs, {}, alone)
+    text, section = _report_and_disk_section(runs, alone)
     assert (
         "- p99 at half of peak <= 10 ms: 26.0 ms (**not met**; rounds: 40.0, 12.0; "
         "the disk alone, same rounds: p99 0.2 ms; rounds: 0.2, 0.2; "
         "soapreceptor with its journal in memory, same rounds: p99 7.5 ms; rounds: 8.5, 6.5)"
     ) in text
-    section = text.partition("## The disk alone (10-event messages, half of peak)")[2]
     assert "| 1 | 1,000 | 100 | 100 | 0.20 | 0.2 | 0.2 | 0 | - | 1,900 | 8.5 |" in section
     assert "| 2 | 1,000 | 100 | 100 | 0.20 | 0.2 | 0.2 | 0 | - | 2,100 | 6.5 |" in section
     # Paced only, it has no row in the full-speed table.
