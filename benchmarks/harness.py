@@ -171,10 +171,15 @@ class Bench:
             cpu_us=cpu / measured.requests * 1e6 if measured.requests else None,
             commits=commits,
             slow_commits=slow_commits,
+            p995_ms=measured.p995_ms,
+            # Only a paced load has times to be late for: at full speed each request leaves when a connection is free.
+            late_p99_ms=measured.late_p99_ms if rate else None,
+            late_p995_ms=measured.late_p995_ms if rate else None,
         )
         self.log(
             f"  {kind:5} {receptor.name:13} {events:3d} events/msg: {run.rate:8.0f} msg/s  "
             f"p50 {run.p50_ms:6.1f} ms  p99 {run.p99_ms:7.1f} ms  rss {rss / 1024:5.1f} MiB"
+            + (f"  p99 from due {due[0]:.1f}-{due[1]:.1f} ms" if (due := run.due_p99_ms) is not None else "")
             + (f"  cpu {run.cpu_us:5.0f} µs/msg" if run.cpu_us is not None else "")
             + (f"  delivered {delivered_rate:,.0f} events/s, backlog {backlog}" if delivered_rate is not None else "")
             + (

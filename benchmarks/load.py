@@ -32,7 +32,11 @@ class Load:
     refused: int
     errors: int
     p50_ms: float
-    p99_ms: float
+    p99_ms: float  # wrk's, from when each request left
+    p995_ms: float
+    #: Paced: how late the requests left, behind their times on the schedule (0 when on time; see wrk.lua).
+    late_p99_ms: float = 0.0
+    late_p995_ms: float = 0.0
 
     @property
     def rate(self) -> float:
@@ -98,4 +102,7 @@ def run(
         errors=errors["connect"] + errors["read"] + errors["write"] + errors["timeout"],
         p50_ms=report["latency_us"]["p50"] / 1000,
         p99_ms=report["latency_us"]["p99"] / 1000,
+        p995_ms=report["latency_us"]["p995"] / 1000,
+        late_p99_ms=report["late_us"]["p99"] / 1000,
+        late_p995_ms=report["late_us"]["p995"] / 1000,
     )

@@ -16,7 +16,15 @@
 -- message's answer to send the next. A request that falls behind its time (every
 -- connection was waiting for an answer) goes as soon as a connection is free.
 -- (An environment variable because wrk decides whether a script paces before
--- init() runs.) done() prints one JSON line.
+-- init() runs.)
+--
+-- wrk times a request from when it leaves, not from when it was due: a
+-- request held back for want of a free connection does not count its wait
+-- (coordinated omission), though MTurk's message would have waited that long
+-- for its answer. So a paced run also records how late each request left (in
+-- 0.1 ms steps, rounded up), and done() gives percentiles of that lateness
+-- beside wrk's of the latency: a message's time from due to answer is the
+-- two added. done() prints one JSON line.
 
 local threads = {}
 local counter = 0
@@ -30,6 +38,8 @@ end
 local rate = tonumber(os.getenv("WRK_RATE") or "0")
 -- Globals, not locals: done() reads sent and refused through thread:get().
 parts, serial, step, sent, refused = nil, 0, 1, 0, 0
+-- Paced: how many requests left how late, by lateness in tenths of a millisecond (0: on time).
+late = {}
 local headers = {
    ["Content-Type"] = "text/xml; charset=utf-8",
    ["SOAPAction"] = '""',
@@ -58,10 +68,20 @@ function init(args)
    refused = 0
 end
 
+-- delay() answers for each request before it is built, in the order their times come: a queue of
+-- their latenesses, each counted when its request is built, so that only requests sent are counted.
+local lateness, first, last = {}, 1, 0
+
 function request()
    local body = table.concat(parts, string.format("%012d", serial))
    serial = serial + step
    sent = sent + 1
+   if first <= last then
+      local tenths = lateness[first]
+      lateness[first] = nil
+      first = first + 1
+      late[tenths] = (late[tenths] or 0) + 1
+   end
    return wrk.format("POST", nil, headers, body)
 end
 
@@ -83,11 +103,15 @@ if rate > 0 then
    -- Called before each request a connection is about to send: how many milliseconds it waits
    -- for the next free time on this thread's schedule (whole ones: wrk's timer takes no less).
    -- The schedule is absolute, so the rounding of one wait does not carry into the next.
+   -- A request called for after its time (wait <= 0) leaves at once, late by -wait.
    function delay()
       local now = now_ms()
       due = due or now
       local wait = due - now
       due = due + interval
+      -- Rounded up: the percentiles done() gives are never below the true ones.
+      last = last + 1
+      lateness[last] = wait < 0 and math.ceil(-wait * 10) or 0
       if wait <= 0 then
          return 0
       end
@@ -101,18 +125,43 @@ function response(status, response_headers, body)
    end
 end
 
+-- The smallest lateness (microseconds) at or under which p percent of the requests left.
+local function percentile(counts, total, p)
+   local steps = {}
+   for tenths in pairs(counts) do
+      table.insert(steps, tenths)
+   end
+   table.sort(steps)
+   local need, seen = total * p / 100, 0
+   for _, tenths in ipairs(steps) do
+      seen = seen + counts[tenths]
+      if seen >= need then
+         return tenths * 100
+      end
+   end
+   return 0
+end
+
 function done(summary, latency, requests)
    local total_sent, total_refused = 0, 0
+   local late_counts, late_total, late_max = {}, 0, 0
    for _, thread in ipairs(threads) do
       total_sent = total_sent + thread:get("sent")
       total_refused = total_refused + thread:get("refused")
+      for tenths, count in pairs(thread:get("late")) do
+         late_counts[tenths] = (late_counts[tenths] or 0) + count
+         late_total = late_total + count
+         late_max = math.max(late_max, tenths * 100)
+      end
    end
    io.write(string.format(
       '{"requests": %d, "duration_us": %d, "bytes": %d, "sent": %d, "refused": %d, '
          .. '"errors": {"connect": %d, "read": %d, "write": %d, "status": %d, "timeout": %d}, '
-         .. '"latency_us": {"mean": %.1f, "max": %d, "p50": %d, "p90": %d, "p99": %d, "p999": %d}}\n',
+         .. '"latency_us": {"mean": %.1f, "max": %d, "p50": %d, "p90": %d, "p99": %d, "p995": %d, "p999": %d}, '
+         .. '"late_us": {"count": %d, "p99": %d, "p995": %d, "max": %d}}\n',
       summary.requests, summary.duration, summary.bytes, total_sent, total_refused,
       summary.errors.connect, summary.errors.read, summary.errors.write, summary.errors.status,
       summary.errors.timeout, latency.mean, latency.max, latency:percentile(50), latency:percentile(90),
-      latency:percentile(99), latency:percentile(99.9)))
+      latency:percentile(99), latency:percentile(99.5), latency:percentile(99.9), late_total,
+      percentile(late_counts, late_total, 99), percentile(late_counts, late_total, 99.5), late_max))
 end
