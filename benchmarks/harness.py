@@ -171,10 +171,10 @@ class Bench:
             cpu_us=cpu / measured.requests * 1e6 if measured.requests else None,
             commits=commits,
             slow_commits=slow_commits,
-            p995_ms=measured.p995_ms,
             # Only a paced load has times to be late for: at full speed each request leaves when a connection is free.
             late_p99_ms=measured.late_p99_ms if rate else None,
-            late_p995_ms=measured.late_p995_ms if rate else None,
+            due_p99_least_ms=measured.due_p99_least_ms if rate else None,
+            due_p99_most_ms=measured.due_p99_most_ms if rate else None,
         )
         self.log(
             f"  {kind:5} {receptor.name:13} {events:3d} events/msg: {run.rate:8.0f} msg/s  "

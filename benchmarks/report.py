@@ -39,10 +39,11 @@ class Run:
     # (the receptor's own histogram, read before and after the run).
     commits: int | None = None
     slow_commits: int | None = None
-    # Paced: wrk's p99.5, and how late the requests left, behind their times on the schedule (see wrk.lua).
-    p995_ms: float | None = None
+    # Paced: how late the requests left, behind their times on the schedule (see wrk.lua), and bounds on the
+    # p99 counted from when each was due (load.due_p99). None at full speed.
     late_p99_ms: float | None = None
-    late_p995_ms: float | None = None
+    due_p99_least_ms: float | None = None
+    due_p99_most_ms: float | None = None
 
     @property
     def due_p99_ms(self) -> tuple[float, float] | None:
@@ -50,16 +51,11 @@ class Run:
 
         wrk's p99 counts from when a request left, as plain wrk does; a
         request held back for want of a free connection had waited before
-        that, as MTurk's message would have (coordinated omission). A
-        message's time from due to answer is the two added, but wrk cannot
-        tell which lateness went with which latency: that sum's p99 is at
-        least either part's p99, and at most the sum of their p99.5s (no more
-        than 0.5 % of messages exceed either part's, so no more than 1 %
-        exceed the sum).
+        that, as MTurk's message would have (coordinated omission).
         """
-        if self.p995_ms is None or self.late_p99_ms is None or self.late_p995_ms is None:
+        if self.due_p99_least_ms is None or self.due_p99_most_ms is None:
             return None
-        return max(self.p99_ms, self.late_p99_ms), self.p995_ms + self.late_p995_ms
+        return self.due_p99_least_ms, self.due_p99_most_ms
 
     @property
     def slow_commit_share(self) -> float | None:
@@ -200,13 +196,13 @@ def markdown(table: Sequence[Row], runs: Sequence[Run], context: dict[str, str],
         "Latency is wrk's, from sending a request to the end of its answer. Paced p99 from due: counted from",
         "when each message was due on the schedule, as a sender that does not wait (MTurk) sees it: a request",
         "held back for a free connection waited before wrk's clock started. wrk cannot pair each request's",
-        "lateness with its latency, so this is an upper bound: the sum of the two parts' p99.5s (at most 0.5 %",
-        "of messages exceed either, so at most 1 % exceed the sum). RSS is the largest peak resident",
-        "set (VmHWM) of any gunicorn worker. CPU: user and system time of all the receptor's processes",
-        "(gunicorn's master and workers, soapreceptor's dispatcher) during the full-speed run, per message",
-        "answered; wrk's own and the kernel's work for loopback traffic charged to wrk are not in it.",
-        "In-process: one message after another through the receptor's WSGI callable, no HTTP (soapreceptor's",
-        "includes its fsync'd journal commit). Delivered: events soapreceptor's",
+        "lateness with its latency, so this is an upper bound from the two parts' top percentiles: the least",
+        "sum of the latency's percentile p and the lateness's percentile 199 - p, which at most 1 % of messages",
+        "exceed. RSS is the largest peak resident set (VmHWM) of any gunicorn worker. CPU: user and system",
+        "time of all the receptor's processes (gunicorn's master and workers, soapreceptor's dispatcher) during",
+        "the full-speed run, per message answered; wrk's own and the kernel's work for loopback traffic charged",
+        "to wrk are not in it. In-process: one message after another through the receptor's WSGI callable, no",
+        "HTTP (soapreceptor's includes its fsync'd journal commit). Delivered: events soapreceptor's",
         "dispatcher handed to the (no-op) hook per second during the full-speed run, beside the events/s it",
         "accepted. Backlog: events journaled but not yet handed on when the load stopped; the dispatcher then",
         "delivers them. Dispatcher alone: events per second soapreceptor's dispatcher hands to the (no-op) hook",

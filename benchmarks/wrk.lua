@@ -22,9 +22,10 @@
 -- request held back for want of a free connection does not count its wait
 -- (coordinated omission), though MTurk's message would have waited that long
 -- for its answer. So a paced run also records how late each request left (in
--- 0.1 ms steps, rounded up), and done() gives percentiles of that lateness
--- beside wrk's of the latency: a message's time from due to answer is the
--- two added. done() prints one JSON line.
+-- 0.1 ms steps, rounded up), and done() gives the top percentiles of that
+-- lateness beside wrk's of the latency: a message's time from due to answer
+-- is the two added (benchmarks/load.py bounds its p99). done() prints one
+-- JSON line.
 
 local threads = {}
 local counter = 0
@@ -154,14 +155,24 @@ function done(summary, latency, requests)
          late_max = math.max(late_max, tenths * 100)
       end
    end
+   -- Percentiles 99, 99.05, ..., 100 of the latency and of the lateness: load.due_p99 bounds their sum's p99.
+   local tail_latency, tail_late = {}, {}
+   for i = 0, 19 do
+      local p = 99 + i * 0.05
+      table.insert(tail_latency, latency:percentile(p))
+      table.insert(tail_late, percentile(late_counts, late_total, p))
+   end
+   -- The 100th: the largest (wrk's percentile(100) answers 0).
+   table.insert(tail_latency, latency.max)
+   table.insert(tail_late, late_max)
    io.write(string.format(
       '{"requests": %d, "duration_us": %d, "bytes": %d, "sent": %d, "refused": %d, '
          .. '"errors": {"connect": %d, "read": %d, "write": %d, "status": %d, "timeout": %d}, '
-         .. '"latency_us": {"mean": %.1f, "max": %d, "p50": %d, "p90": %d, "p99": %d, "p995": %d, "p999": %d}, '
-         .. '"late_us": {"count": %d, "p99": %d, "p995": %d, "max": %d}}\n',
+         .. '"latency_us": {"mean": %.1f, "max": %d, "p50": %d, "p90": %d, "p99": %d, "p999": %d, "tail": [%s]}, '
+         .. '"late_us": {"count": %d, "max": %d, "tail": [%s]}}\n',
       summary.requests, summary.duration, summary.bytes, total_sent, total_refused,
       summary.errors.connect, summary.errors.read, summary.errors.write, summary.errors.status,
       summary.errors.timeout, latency.mean, latency.max, latency:percentile(50), latency:percentile(90),
-      latency:percentile(99), latency:percentile(99.5), latency:percentile(99.9), late_total,
-      percentile(late_counts, late_total, 99), percentile(late_counts, late_total, 99.5), late_max))
+      latency:percentile(99), latency:percentile(99.9), table.concat(tail_latency, ", "), late_total, late_max,
+      table.concat(tail_late, ", ")))
 end
