@@ -26,6 +26,7 @@ import math
 import os
 import platform
 import shutil
+import signal
 import sqlite3
 import statistics
 import subprocess
@@ -371,6 +372,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except load.LoadError as exc:
         print(f"make bench: {exc}", file=sys.stderr)
         return 2
+    # Stopped (kill, a CI timeout) as by Ctrl-C: each run stops its server, and the scratch directories go.
+    # Python's default for SIGTERM ends the process at once and would leave both behind.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     scratch = Path(tempfile.mkdtemp(prefix="soapreceptor-bench-"))
     memory = _memory_scratch()
     try:
@@ -382,6 +386,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         shutil.rmtree(scratch, ignore_errors=True)
         if memory is not None:
             shutil.rmtree(memory, ignore_errors=True)
+
+
+def _exit_on_signal(number: int, frame: object) -> None:
+    print(f"make bench: stopped by {signal.Signals(number).name}", file=sys.stderr)
+    raise SystemExit(128 + number)
 
 
 #: Where the in-memory runs keep their journal, and the room they need there (a paced run's spool and journal).

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -26,7 +27,7 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from benchmarks import disk, harness, load, report, servers
 from benchmarks.report import DiskRun, Run
 
-from .support import REPO
+from .support import REPO, Proc, kill_all, process_tree, wait_for, wait_gone
 
 
 def test_the_harness_measures_all_three_receptors(tmp_path: Path) -> None:
@@ -296,6 +297,37 @@ def test_disk_measure_reports_a_writers_error_and_stops_the_others(tmp_path: Pat
     (tmp_path / "disk" / "writer-1").mkdir()  # writer 1 cannot open its file; writer 0 must not wait for it
     with pytest.raises(IsADirectoryError):
         disk.measure(tmp_path / "disk", writers=2, rate=40, size=3000, seconds=0.5)
+
+
+def test_a_harness_stopped_by_sigterm_stops_its_servers_and_leaves_no_scratch(tmp_path: Path) -> None:
+    """A kill or a CI timeout ends ``make bench`` as Ctrl-C does: every receptor it started stops, its scratch goes."""
+    in_memory_before = set(harness.MEMORY.glob("soapreceptor-bench-*"))
+    bench = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.harness", "--duration=60", "--rounds=1", "--sizes=1", f"--out={tmp_path}"],
+        cwd=REPO,
+        env={**os.environ, "TMPDIR": str(tmp_path)},  # its scratch directory
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    started: list[Proc] = []
+    try:
+        wait_for(
+            lambda: any("gunicorn" in proc.command for proc in process_tree(bench.pid)), "a receptor to start", 120
+        )
+        started = process_tree(bench.pid)[1:]  # gunicorn's master and workers, and wrk if it is loading them
+        bench.send_signal(signal.SIGTERM)
+        _, err = bench.communicate(timeout=120)
+        assert bench.returncode == 128 + signal.SIGTERM, err[-2000:]
+        assert "make bench: stopped by SIGTERM" in err
+        wait_gone(started, "the receptor the harness had started to stop")
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+            bench.wait()
+        kill_all(started)
+    assert list(tmp_path.glob("soapreceptor-bench-*")) == []
+    assert set(harness.MEMORY.glob("soapreceptor-bench-*")) <= in_memory_before
 
 
 def test_the_harness_refuses_bad_arguments(tmp_path: Path) -> None:
