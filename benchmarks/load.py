@@ -37,6 +37,7 @@ class Load:
     #: Paced: how late the requests left, behind their times on the schedule (0 when on time; see wrk.lua),
     #: and bounds on the p99 from when each was due (see due_p99). At full speed nothing is late.
     late_p99_ms: float = 0.0
+    late_count: int = 0  # the answers whose lateness was counted: every one, when paced
     due_p99_least_ms: float = 0.0
     due_p99_most_ms: float = 0.0
 
@@ -125,6 +126,7 @@ def run(
         p50_ms=report["latency_us"]["p50"] / 1000,
         p99_ms=report["latency_us"]["p99"] / 1000,
         late_p99_ms=late[0] / 1000,
+        late_count=report["late_us"]["count"],
         due_p99_least_ms=least / 1000,
         due_p99_most_ms=most / 1000,
     )

@@ -39,7 +39,7 @@ end
 local rate = tonumber(os.getenv("WRK_RATE") or "0")
 -- Globals, not locals: done() reads sent and refused through thread:get().
 parts, serial, step, sent, refused = nil, 0, 1, 0, 0
--- Paced: how many requests left how late, by lateness in tenths of a millisecond (0: on time).
+-- Paced: how many answered requests left how late, by lateness in tenths of a millisecond (0: on time).
 late = {}
 local headers = {
    ["Content-Type"] = "text/xml; charset=utf-8",
@@ -69,19 +69,18 @@ function init(args)
    refused = 0
 end
 
--- delay() answers for each request before it is built, in the order their times come: a queue of
--- their latenesses, each counted when its request is built, so that only requests sent are counted.
-local lateness, first, last = {}, 1, 0
+-- delay() answers for each request before it is built, in the order their times come: their
+-- latenesses, in that order (1 to last; built of them sent). Each is counted when an answer comes,
+-- as wrk's latency is, the oldest first (answered of them): those of the requests still unanswered
+-- when wrk stops are left out of both alike.
+local lateness, built, answered, last = {}, 0, 0, 0
 
 function request()
    local body = table.concat(parts, string.format("%012d", serial))
    serial = serial + step
    sent = sent + 1
-   if first <= last then
-      local tenths = lateness[first]
-      lateness[first] = nil
-      first = first + 1
-      late[tenths] = (late[tenths] or 0) + 1
+   if built < last then
+      built = built + 1
    end
    return wrk.format("POST", nil, headers, body)
 end
@@ -121,6 +120,12 @@ if rate > 0 then
 end
 
 function response(status, response_headers, body)
+   if answered < built then
+      answered = answered + 1
+      local tenths = lateness[answered]
+      lateness[answered] = nil
+      late[tenths] = (late[tenths] or 0) + 1
+   end
    if status ~= 200 then
       refused = refused + 1
    end

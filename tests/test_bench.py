@@ -280,6 +280,8 @@ def test_a_paced_load_keeps_to_its_schedule(tmp_path: Path) -> None:
     # answering in well under a millisecond, most of it whatever the machine's load.
     assert paced.requests <= rate * paced.seconds + connections + 2, paced
     assert paced.requests >= 0.5 * rate * paced.seconds, paced
+    # How late each request left is counted for the same requests as wrk's latency: the answered ones.
+    assert paced.late_count == paced.requests + paced.refused, paced
 
 
 def test_disk_measure_stores_each_writers_share_and_leaves_nothing(tmp_path: Path) -> None:
