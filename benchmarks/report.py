@@ -93,7 +93,7 @@ class Row:
     paced_rate: float | None
     paced_p50_ms: float | None
     paced_p99_ms: float | None
-    #: The upper bound of Run.due_p99_ms: the paced p99 as a sender on the schedule saw it, at most.
+    #: Run.due_p99_most_ms: the paced p99 as a sender on the schedule saw it, at most.
     paced_due_p99_ms: float | None
     peak_rss_mib: float
     cpu_us: float | None
@@ -135,7 +135,7 @@ def rows(
                     paced_rate=_median([r.rate for r in paced]),
                     paced_p50_ms=_median([r.p50_ms for r in paced]),
                     paced_p99_ms=_median([r.p99_ms for r in paced]),
-                    paced_due_p99_ms=_median([due[1] for r in paced if (due := r.due_p99_ms) is not None]),
+                    paced_due_p99_ms=_median([r.due_p99_most_ms for r in paced if r.due_p99_most_ms is not None]),
                     peak_rss_mib=max(r.peak_rss_kib for r in [*peak, *paced]) / 1024,
                     cpu_us=_median([r.cpu_us for r in peak if r.cpu_us is not None]),
                     inprocess_us=None if seconds is None else seconds * 1e6,
@@ -317,14 +317,9 @@ def _disk(disk: Sequence[DiskRun], runs: Sequence[Run]) -> list[str]:
             f"| {run.round + 1} | {_number(run.rate)} | {_number(syncs.count)} | {_number(syncs.syncs)} "
             f"| {_number(syncs.p50_ms, 2)} | {_number(syncs.p99_ms, 1)} | {_number(syncs.max_ms, 1)} "
             f"| {_number(syncs.slow)} | {_percent(during.get((run.events, run.round)))} "
-            f"| {_number(alone.rate if alone else None)} | {_number(_due_at_most(alone), 1)} |"
+            f"| {_number(alone.rate if alone else None)} | {_number(alone.due_p99_most_ms if alone else None, 1)} |"
         )
     return lines
-
-
-def _due_at_most(run: Run | None) -> float | None:
-    due = None if run is None else run.due_p99_ms
-    return None if due is None else due[1]
 
 
 def _percent(share: float | None) -> str:
@@ -364,7 +359,7 @@ def _targets(table: Sequence[Row], runs: Sequence[Run], disk: Sequence[DiskRun] 
     in_memory = sorted(
         (r for r in runs if (r.receptor, r.events, r.kind) == (IN_MEMORY, 10, "paced")), key=lambda run: run.round
     )
-    memory_p99s = [high for run in in_memory if (high := _due_at_most(run)) is not None]
+    memory_p99s = [run.due_p99_most_ms for run in in_memory if run.due_p99_most_ms is not None]
     if memory_p99s:
         beside_disk += (
             "; soapreceptor with its journal in memory, same rounds: p99 from due at most "
