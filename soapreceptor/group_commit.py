@@ -13,14 +13,25 @@ message, at no extra cost.
 No answer goes out before the commit that holds its message has returned;
 a failed batch is retried message by message, so that one message the
 journal refuses cannot take the others in its batch down with it.
+
+Each commit is timed: the time one runs beyond :data:`metrics.STALL_AFTER
+<soapreceptor.metrics.STALL_AFTER>` is added to the
+``soapreceptor_journal_stalled_seconds`` counter. A worker runs one commit
+at a time, so its stalls never overlap one another: the counter, over a
+while, is how long the disk held each worker's answers back (added up over
+the workers), which the per-message commit histogram cannot tell. The
+requests that come in during a stall wait before their commit even starts.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from _thread import LockType
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from . import metrics
 from .journal import Arrival, Journal, JournalError
 from .model import Notification
 
@@ -49,10 +60,14 @@ class _Pending:
 
 
 class GroupCommit:
-    """Records notifications in ``journal``, sharing commits between concurrent callers."""
+    """Records notifications in ``journal``, sharing commits between concurrent callers.
 
-    def __init__(self, journal: Journal) -> None:
+    ``clock`` times the commits (seconds; monotonic).
+    """
+
+    def __init__(self, journal: Journal, clock: Callable[[], float] = time.perf_counter) -> None:
         self.journal = journal
+        self.clock = clock
         self._lock = threading.Lock()
         self._queue: list[_Pending] = []
         self._leading = False
@@ -76,6 +91,7 @@ class GroupCommit:
     def _commit_queued(self) -> None:
         with self._lock:
             batch, self._queue = self._queue, []
+        started = self.clock()
         try:
             self._commit(batch)
         except BaseException:
@@ -86,6 +102,7 @@ class GroupCommit:
                     waiting.error = JournalError("the journal write was interrupted; see the log")
             raise
         finally:
+            took = self.clock() - started
             # The one that led is in the batch too, and is not waiting: it was never asleep.
             for done in batch:
                 if not done.lead:
@@ -98,6 +115,8 @@ class GroupCommit:
                     successor.wake()
                 else:
                     self._leading = False
+            if took > metrics.STALL_AFTER:
+                metrics.get().journal_stalled.inc(took - metrics.STALL_AFTER)
 
     def _commit(self, batch: list[_Pending]) -> None:
         try:

@@ -33,6 +33,10 @@ if TYPE_CHECKING:
     from prometheus_client import Counter, Histogram
     from prometheus_client.core import GaugeMetricFamily
 
+#: A journal write (its sync included) taking longer than this is a stall: the disk held the answers back.
+#: 10 ms is the latency the receptor aims to answer in (issue 8); a healthy disk syncs in a millisecond or two.
+STALL_AFTER = 0.010
+
 
 class Metrics:
     """The receptor's counters and histograms."""
@@ -54,6 +58,11 @@ class Metrics:
             "time to commit an accepted message to the journal (fsync included)",
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
         )
+        self.journal_stalled = Counter(
+            "soapreceptor_journal_stalled_seconds",
+            f"time the workers' journal writes (each synced) ran beyond {STALL_AFTER * 1000:g} ms, added up over "
+            "the workers: answers to MTurk waited on the disk meanwhile",
+        )
         self.dispatch_attempts = Counter(
             "soapreceptor_dispatch_attempts", "hook calls by outcome: delivered, failed (will retry), dead", ["outcome"]
         )
@@ -65,6 +74,7 @@ class Metrics:
             self.events_journaled,
             self.duplicates,
             self.journal_commit,
+            self.journal_stalled,
             self.dispatch_attempts,
             self.hook_duration,
         )

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from soapreceptor import wire
+from soapreceptor import metrics, wire
 from soapreceptor.group_commit import GroupCommit
 from soapreceptor.journal import Arrival, Journal, JournalError
 from soapreceptor.model import Notification
@@ -152,3 +152,26 @@ def test_a_commit_that_breaks_leaves_no_one_waiting(tmp_path: Path, monkeypatch:
     ]
     commits.append(*message("after"))
     assert stored(journal) == ["lead", "after"]
+
+
+def test_each_commit_past_the_stall_bound_adds_its_excess_to_the_stalled_seconds(tmp_path: Path) -> None:
+    # The clock is the test's: each commit reads it before and after, and "takes" what the test says.
+    durations = iter([0.003, 0.025, metrics.STALL_AFTER, 0.310])
+    now = [0.0]
+    reads = 0
+
+    def clock() -> float:
+        nonlocal reads
+        reads += 1
+        if reads % 2 == 0:  # the read after a commit
+            now[0] += next(durations)
+        return now[0]
+
+    commits = GroupCommit(Journal(tmp_path / "journal.db"), clock=clock)
+    stalled = metrics.get().journal_stalled
+    before = stalled._value.get()
+    for name in ("fast", "slow", "at-the-bound", "stalled"):
+        commits.append(*message(name))
+    # 25 ms is 15 ms past the bound, 310 ms is 300 ms past it; 3 ms and the bound itself add nothing.
+    assert stalled._value.get() - before == pytest.approx(0.015 + 0.300)
+    assert reads == 8, "one clock read before and one after each commit"

@@ -60,6 +60,8 @@ def test_metrics_add_up_across_workers(server_factory: Callable[..., Server]) ->
     assert sample(text, "soapreceptor_messages_refused_total", reason="Client.SignatureMismatch") == 4
     assert sample(text, "soapreceptor_events_journaled_total") == 6
     assert sample(text, "soapreceptor_journal_commit_seconds_count") == 6
+    # How long the disk stalled the workers' commits: present, whatever this disk did.
+    assert re.search(r"^soapreceptor_journal_stalled_seconds_total [0-9.e+-]+$", text, re.MULTILINE)
     assert sample(text, "soapreceptor_hook_seconds_count") == 6
     assert sample(text, "soapreceptor_events", state="pending") == 0
     assert re.search(r"^soapreceptor_oldest_pending_seconds 0\.0$", text, re.MULTILINE), "nothing waits: 0"
