@@ -140,15 +140,22 @@ class Bench:
             warm = self._load(server, template, WARMUP_SECONDS, connections, rate)
             before = _delivery(server.journal) if receptor.journaled else None
             waits_before = journal_waits(server.metrics()) if receptor.journaled else None
+            stalled_before = journal_stalled(server.metrics()) if receptor.journaled else None
             cpu = server.cpu_seconds()
             measured = self._load(server, template, self.args.duration, connections, rate)
             cpu = server.cpu_seconds() - cpu
             waits_after = journal_waits(server.metrics()) if receptor.journaled else None
+            stalled_after = journal_stalled(server.metrics()) if receptor.journaled else None
             after = _delivery(server.journal) if receptor.journaled else None
             rss = server.peak_rss_kib()
         backlog = delivered_rate = commits = slow_commits = None
         if waits_before is not None and waits_after is not None:
             commits, slow_commits = (now - then for now, then in zip(waits_after, waits_before, strict=True))
+        stalled_share = None
+        if stalled_before is not None and stalled_after is not None:
+            # Each worker's stalls are its own time (one commit at a time); their average over the workers is
+            # no more than the time when any of them was stalled, so the share never overstates the disk's part.
+            stalled_share = (stalled_after - stalled_before) / server.workers / measured.seconds
         if before is not None and after is not None:
             delivered_rate = (after[0] - before[0]) / measured.seconds
             backlog = after[1]
@@ -172,6 +179,7 @@ class Bench:
             cpu_us=cpu / measured.requests * 1e6 if measured.requests else None,
             commits=commits,
             slow_commits=slow_commits,
+            stalled_share=stalled_share,
             # Only a paced load has times to be late for: at full speed each request leaves when a connection is free.
             late_p99_ms=measured.late_p99_ms if rate else None,
             due_p99_least_ms=measured.due_p99_least_ms if rate else None,
@@ -188,6 +196,7 @@ class Bench:
                 if commits is not None
                 else ""
             )
+            + (f"  disk stalled {stalled_share * 100:.2f} % of the run" if stalled_share is not None else "")
         )
         if measured.refused or measured.errors:
             raise SystemExit(f"{receptor.name} refused {measured.refused} and failed {measured.errors} requests")
@@ -319,6 +328,27 @@ def journal_waits(metrics: str) -> tuple[int, int]:
     if count is None or within is None:
         raise ValueError(f"no journal-commit histogram with a {disk.SLOW_MS:g} ms bucket in the receptor's /metrics")
     return int(count), int(count - within)
+
+
+def journal_stalled(metrics: str) -> float:
+    """From a receptor's ``/metrics`` page: the seconds its workers' journal syncs have run past 10 ms, added up.
+
+    The receptor's ``soapreceptor_journal_stalled_seconds`` counter (see
+    :mod:`soapreceptor.group_commit`). Read before and after a run, over the
+    workers and the run's length, it is the share of the run during which
+    the disk held a sync back. Linux sends a disk one cache flush at a time
+    on each of its queues, so a message that arrives while a sync is held
+    cannot be synced before that sync ends, whichever process writes it: on
+    a disk with one queue (as this machine's), over that share of a paced
+    run's messages no receptor that syncs before it answers could have
+    answered within 10 ms of a message's arrival.
+    """
+    from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415 (as in _delivery)
+
+    for family in text_string_to_metric_families(metrics):
+        if family.name == "soapreceptor_journal_stalled_seconds":
+            return float(sum(sample.value for sample in family.samples if sample.name.endswith("_total")))
+    raise ValueError("no soapreceptor_journal_stalled_seconds counter in the receptor's /metrics")
 
 
 def _delivery(journal: Path) -> tuple[int, int]:

@@ -20,9 +20,10 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from benchmarks import disk, harness, load, report, servers
 from benchmarks.report import DiskRun, Run
@@ -93,8 +94,9 @@ def test_the_harness_measures_all_three_receptors(tmp_path: Path) -> None:
         if run["receptor"] in ("soapreceptor", "soapreceptor without dispatcher", *in_memory):
             assert run["commits"] > 0, run
             assert 0 <= run["slow_commits"] <= run["commits"], run
+            assert 0 <= run["stalled_share"] < 1, run
         else:
-            assert (run["commits"], run["slow_commits"]) == (None, None), run
+            assert (run["commits"], run["slow_commits"], run["stalled_share"]) == (None, None, None), run
     # The dispatcher alone: a rate in soapreceptor's rows, none in the peers' (they have no dispatcher).
     for row in rows:
         alone = row.split("|")[-2].strip()
@@ -115,7 +117,7 @@ def test_the_harness_measures_all_three_receptors(tmp_path: Path) -> None:
     assert re.search(section + r"\| 1 \| [\d,]+ \| [\d,]+ \|.* \| [\d.]+ % \| " + memory + r" \|\n", table)
 
 
-def _paced(receptor: str, number: int, p99: float, late: float = 0.0, rate: float = 1000, **more: int) -> Run:
+def _paced(receptor: str, number: int, p99: float, late: float = 0.0, rate: float = 1000, **more: Any) -> Run:
     """A paced 10-event run: wrk's p99, how late its requests left, and the p99 from due between max(both) and
     their sum with 0.5 ms more on each (as from wrk tails whose top 0.5 % lie 0.5 ms over their p99)."""
     return Run(
@@ -193,15 +195,18 @@ def test_the_latency_target_is_shown_beside_the_disk_alone() -> None:
     assert (
         "as wrk counts: 26.0 ms; rounds: 40.0, 12.0; the disk alone, same rounds: p99 150.1 ms; rounds: 300.0, 0.2)"
     ) in text
-    assert "| 1 | 1,000 | 100 | 99 | 0.20 | 300.0 | 300.0 | 2 | - | - | - |" in section
-    assert "| 2 | 1,000 | 100 | 100 | 0.20 | 0.2 | 0.2 | 0 | - | - | - |" in section
+    assert "| 1 | 1,000 | 100 | 99 | 0.20 | 300.0 | 300.0 | 2 | - | - | - | - |" in section
+    assert "| 2 | 1,000 | 100 | 100 | 0.20 | 0.2 | 0.2 | 0 | - | - | - | - |" in section
 
 
 def test_the_latency_target_is_shown_beside_the_journal_commits_during_the_run() -> None:
-    """The share of messages whose commit took over 10 ms, in each round, read from the receptor during its run."""
+    """The share of messages whose commit took over 10 ms, and of the run the disk stalled a sync, in each round,
+    read from the receptor during its run; over 1 % stalled, the target was out of reach in that round."""
     runs = [
-        _paced("soapreceptor", n, p99, commits=commits, slow_commits=slow)
-        for n, (p99, commits, slow) in enumerate(((40.0, 2000, 60), (12.0, 1000, 4), (9.0, 500, 0)))
+        _paced("soapreceptor", n, p99, commits=commits, slow_commits=slow, stalled_share=stalled)
+        for n, (p99, commits, slow, stalled) in enumerate(
+            ((40.0, 2000, 60, 0.032), (12.0, 1000, 4, 0.008), (9.0, 500, 0, 0.0))
+        )
     ]
     runs.append(_paced("bare limit", 0, 5.0))
     quick = disk.summarize([0.0002] * 100, 100)
@@ -210,10 +215,12 @@ def test_the_latency_target_is_shown_beside_the_journal_commits_during_the_run()
     assert (
         "as wrk counts: 12.0 ms; rounds: 40.0, 12.0, 9.0; "
         "the disk alone, same rounds: p99 0.2 ms; rounds: 0.2, 0.2; "
-        "messages whose journal commit took over 10 ms during the run: 0.4 %; rounds: 3.0 %, 0.4 %, 0.0 %)"
+        "messages whose journal commit took over 10 ms during the run: 0.4 %; rounds: 3.0 %, 0.4 %, 0.0 %; "
+        "the disk held a journal sync over 10 ms for 0.8 % of the run; rounds: 3.2 %, 0.8 %, 0.0 %; over 1 %, "
+        "out of reach for any receptor that syncs before answering, in 1 of 3 rounds)"
     ) in text
-    assert "| 1 | 1,000 | 100 | 100 | 0.20 | 0.2 | 0.2 | 0 | 3.0 % | - | - |" in section
-    assert "| 2 | 1,000 | 100 | 100 | 0.20 | 0.2 | 0.2 | 0 | 0.4 % | - | - |" in section
+    assert "| 1 | 1,000 | 100 | 100 | 0.20 | 0.2 | 0.2 | 0 | 3.0 % | 3.2 % | - | - |" in section
+    assert "| 2 | 1,000 | 100 | 100 | 0.20 | 0.2 | 0.2 | 0 | 0.4 % | 0.8 % | - | - |" in section
 
 
 def test_the_latency_target_is_shown_beside_the_journal_in_memory() -> None:
@@ -231,8 +238,8 @@ def test_the_latency_target_is_shown_beside_the_journal_in_memory() -> None:
         "the disk alone, same rounds: p99 0.2 ms; rounds: 0.2, 0.2; "
         "soapreceptor with its journal in memory, same rounds: p99 from due at most 9.5 ms; rounds: 9.0, 10.0)"
     ) in text
-    assert "| 1 | 1,000 | 100 | 100 | 0.20 | 0.2 | 0.2 | 0 | - | 1,900 | 9.0 |" in section
-    assert "| 2 | 1,000 | 100 | 100 | 0.20 | 0.2 | 0.2 | 0 | - | 2,100 | 10.0 |" in section
+    assert "| 1 | 1,000 | 100 | 100 | 0.20 | 0.2 | 0.2 | 0 | - | - | 1,900 | 9.0 |" in section
+    assert "| 2 | 1,000 | 100 | 100 | 0.20 | 0.2 | 0.2 | 0 | - | - | 2,100 | 10.0 |" in section
     # Paced only, it has no row in the full-speed table.
     assert [row.receptor for row in report.rows(runs, {}, {})] == []
 
@@ -247,6 +254,14 @@ def test_the_journal_in_memory_needs_room_there(tmp_path: Path, capsys: pytest.C
     assert harness._memory_scratch(tmp_path / "absent", needed=0) is None
     assert f"no run with the journal in memory: {tmp_path / 'absent'}: No such file" in capsys.readouterr().err
     assert [path.name for path in tmp_path.iterdir()] == [made.name]
+
+
+def test_journal_stalled_reads_the_stall_counter_of_a_metrics_page() -> None:
+    registry = CollectorRegistry()
+    Counter("soapreceptor_journal_stalled_seconds", "stalled", registry=registry).inc(0.315)
+    assert harness.journal_stalled(generate_latest(registry).decode()) == pytest.approx(0.315)
+    with pytest.raises(ValueError, match="no soapreceptor_journal_stalled_seconds counter"):
+        harness.journal_stalled("# nothing here\n")
 
 
 def test_journal_waits_reads_the_commit_histogram_of_a_metrics_page() -> None:
