@@ -27,6 +27,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 
 from benchmarks import disk, harness, load, report, servers
 from benchmarks.report import DiskRun, Run
+from soapreceptor import metrics
 
 from .support import REPO, Proc, kill_all, process_tree, wait_for, wait_gone
 
@@ -257,6 +258,8 @@ def test_the_journal_in_memory_needs_room_there(tmp_path: Path, capsys: pytest.C
 
 
 def test_journal_stalled_reads_the_stall_counter_of_a_metrics_page() -> None:
+    # The report calls both the receptor's stalls and its slow commits "over SLOW_MS": one bound, two places.
+    assert metrics.STALL_AFTER * 1000 == disk.SLOW_MS
     registry = CollectorRegistry()
     Counter("soapreceptor_journal_stalled_seconds", "stalled", registry=registry).inc(0.315)
     assert harness.journal_stalled(generate_latest(registry).decode()) == pytest.approx(0.315)
