@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import difflib
 import errno
 import json
 import logging
@@ -28,6 +29,7 @@ from .dispatch import Dispatcher, RetryPolicy, supervise
 from .errors import ConfigError, SendError
 from .hooks import load_hook
 from .journal import STATES, Journal, JournalError, StoredEvent
+from .model import EventType
 from .sender import VERSION_PLACES, EventSpec, Sender
 from .server import serve_command
 from .settings import Settings, bind_problem, require_http_url, required_signing_secret
@@ -367,6 +369,10 @@ def _send(args: argparse.Namespace) -> int:
         events = [EventSpec.parse(text) for text in args.event]
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    timestamp = None if args.stale is None else stale_timestamp(args.stale, dt.datetime.now(dt.UTC))
+    for event in events:
+        if (notice := unknown_type_notice(event.event_type)) is not None:
+            print(f"soapreceptor: {notice}", file=sys.stderr)
     secret: str | None = None
     if not (args.unsigned or args.deprecated):
         secret = required_signing_secret(args.secret, "send")
@@ -375,9 +381,6 @@ def _send(args: argparse.Namespace) -> int:
     sender = Sender(
         args.url, secret, version=args.notification_version, timeout=args.timeout, version_in=args.version_in
     )
-    timestamp = None
-    if args.stale is not None:
-        timestamp = format_timestamp(dt.datetime.now(dt.UTC) - dt.timedelta(seconds=args.stale))
     signature = DEPRECATED if args.deprecated else None
     if args.dry_run:
         for name, value in sender.headers().items():
@@ -393,6 +396,31 @@ def _send(args: argparse.Namespace) -> int:
         return EXIT_UNREACHABLE
     print(f"{len(events)} event(s), version {args.notification_version}: {result}")
     return 0 if result.accepted else EXIT_REFUSED
+
+
+def stale_timestamp(seconds: float, now: dt.datetime) -> str:
+    """``send --stale``: the Timestamp ``seconds`` before ``now``; ConfigError for a time that is not in the past."""
+    if not 0 <= seconds < math.inf:  # NaN fails both
+        raise ConfigError(f"--stale must be 0 or more seconds in the past, not {seconds:g}")
+    try:
+        return format_timestamp(now - dt.timedelta(seconds=seconds))
+    except OverflowError:
+        raise ConfigError(f"--stale {seconds:g} reaches back before the year 1") from None
+
+
+def unknown_type_notice(event_type: str) -> str | None:
+    """``send --event``: what to say about a type MTurk is not known to send (None for a known one).
+
+    Sent all the same: the receptor accepts and hands on unknown types (so
+    that no new one is ever lost), and sending one is how to see that. But
+    a misspelt type would otherwise be accepted without a word.
+    """
+    known = [member.value for member in EventType]
+    if event_type in known:
+        return None
+    close = difflib.get_close_matches(event_type, known, n=1)
+    hint = f" (did you mean {close[0]}?)" if close else f" ({', '.join(known)})"
+    return f"--event type {event_type!r} is not one MTurk is known to send{hint}; sending it as given"
 
 
 def _wsdl(args: argparse.Namespace) -> int:

@@ -145,6 +145,26 @@ def test_send_to_a_closed_port_exits_3_without_a_traceback(closed_port: int, tmp
             "soapreceptor: --timeout must be a positive number of seconds, not -1.5",
             id="negative-timeout",
         ),
+        # A Timestamp in the future is not stale (it was sent dated 5 s ahead, without a word).
+        pytest.param(
+            ("--event", "Ping", "--stale", "-5"),
+            {"SOAPRECEPTOR_SECRET": support.KEY_2},
+            "soapreceptor: --stale must be 0 or more seconds in the past, not -5",
+            id="stale-in-the-future",
+        ),
+        pytest.param(
+            ("--event", "Ping", "--stale", "nan"),
+            {"SOAPRECEPTOR_SECRET": support.KEY_2},
+            "soapreceptor: --stale must be 0 or more seconds in the past, not nan",
+            id="stale-not-a-number",
+        ),
+        # Past what a datetime holds: it was a traceback (OverflowError).
+        pytest.param(
+            ("--event", "Ping", "--stale", "1e12"),
+            {"SOAPRECEPTOR_SECRET": support.KEY_2},
+            "soapreceptor: --stale 1e+12 reaches back before the year 1",
+            id="stale-before-year-1",
+        ),
     ],
 )
 def test_send_usage_errors_exit_2(
@@ -157,6 +177,28 @@ def test_send_usage_errors_exit_2(
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip() == message
     assert result.stdout == ""
+
+
+def test_send_names_an_event_type_mturk_is_not_known_to_send_and_sends_it(closed_port: int, tmp_path: Path) -> None:
+    """The receptor accepts unknown types (none may be lost), so send may send one; but a misspelt type is said."""
+    result = soapreceptor(
+        "send", "--url", f"http://127.0.0.1:{closed_port}/", "--dry-run",
+        "--event", "AssignmentAccept:T:H:A", "--event", "Bogus", "--event", "HITExpired:T:H",
+        env=cli_env(SOAPRECEPTOR_SECRET=support.KEY_2), cwd=tmp_path,
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr
+    notices = result.stderr.splitlines()
+    assert notices[0] == (
+        "soapreceptor: --event type 'AssignmentAccept' is not one MTurk is known to send"
+        " (did you mean AssignmentAccepted?); sending it as given"
+    )
+    assert notices[1].startswith("soapreceptor: --event type 'Bogus' is not one MTurk is known to send (AssignmentAcc")
+    assert notices[1].endswith(", Ping); sending it as given")
+    assert len(notices) == 2, "nothing said of a known type"
+    body = result.stdout.partition("\n\n")[2].encode()
+    types = etree.fromstring(body.strip()).xpath("//*[local-name()='EventType']/text()")
+    assert types == ["AssignmentAccept", "Bogus", "HITExpired"]
 
 
 # --- events -----------------------------------------------------------------------------------------
