@@ -139,13 +139,16 @@ class Bench:
         with self._server(receptor, connections) as server:
             warm = self._load(server, template, WARMUP_SECONDS, connections, rate)
             before = _delivery(server.journal) if receptor.journaled else None
-            waits_before = journal_waits(server.metrics()) if receptor.journaled else None
-            stalled_before = journal_stalled(server.metrics()) if receptor.journaled else None
+            # One /metrics page each side of the run: the commits and the stalls read at the same instant.
+            page = server.metrics() if receptor.journaled else None
+            waits_before = journal_waits(page) if page is not None else None
+            stalled_before = journal_stalled(page) if page is not None else None
             cpu = server.cpu_seconds()
             measured = self._load(server, template, self.args.duration, connections, rate)
             cpu = server.cpu_seconds() - cpu
-            waits_after = journal_waits(server.metrics()) if receptor.journaled else None
-            stalled_after = journal_stalled(server.metrics()) if receptor.journaled else None
+            page = server.metrics() if receptor.journaled else None
+            waits_after = journal_waits(page) if page is not None else None
+            stalled_after = journal_stalled(page) if page is not None else None
             after = _delivery(server.journal) if receptor.journaled else None
             rss = server.peak_rss_kib()
         backlog = delivered_rate = commits = slow_commits = None
