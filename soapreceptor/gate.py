@@ -96,5 +96,7 @@ def read_body(stream: BinaryIO, content_length: str | None, max_body: int) -> by
 
 def check_body(body: bytes) -> None:
     """Refuse a body with a document type declaration (SOAP 1.1 section 3 forbids one)."""
-    if any(marker in body for marker in _DOCTYPES):
+    # Each marker holds the byte "!", and most messages hold none: one quick scan for it
+    # spares three searches for a word whose "<" starts every tag (a share of a request's time).
+    if b"!" in body and any(marker in body for marker in _DOCTYPES):
         raise DTDNotAllowed("a DOCTYPE is not allowed in a SOAP message (SOAP 1.1, section 3)")
