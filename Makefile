@@ -23,6 +23,10 @@ $(STAMP): setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@# gunicorn's C HTTP parser is built from source: without a C compiler, gunicorn's Python parser serves.
+	@$(BIN)/python -m pip install --quiet -e '.[fast]' >$(VENV)/fast-extra.log 2>&1 \
+		|| echo "note: gunicorn's C HTTP parser (gunicorn_h1c, the fast extra) did not build here" \
+			"(no C compiler?); gunicorn reads HTTP with its Python parser. See $(VENV)/fast-extra.log"
 	@touch $@
 
 install: $(STAMP)

@@ -21,6 +21,7 @@ Writes ``results.md``, ``throughput.png`` and ``runs.json`` to ``--out``.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import math
 import os
@@ -36,6 +37,10 @@ import time
 from collections.abc import Sequence
 from contextlib import closing
 from pathlib import Path
+
+import gunicorn.config
+
+from soapreceptor.worker import http_parser
 
 from . import disk, inprocess, load, payloads, report, servers
 from .report import Run
@@ -279,7 +284,9 @@ class Bench:
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "machine": f"{_cpu_model()}, {os.cpu_count()} CPUs, Linux {platform.release()}",
             "software": f"CPython {platform.python_version()}, {_wrk_version()}, SQLite {sqlite3.sqlite_version}",
-            "servers": f"gunicorn, {args.workers} {_WORKER_CLASSES.get(args.worker_class, args.worker_class)} workers"
+            "servers": f"gunicorn {importlib.metadata.version('gunicorn')} (reading requests with"
+            f" {http_parser(gunicorn.config.Config())}), {args.workers}"
+            f" {_WORKER_CLASSES.get(args.worker_class, args.worker_class)} workers"
             + (f" x {args.threads} threads" if args.worker_class in _WORKER_CLASSES else "")
             + ", each taking at most its share of the keep-alive connections and, where there is a CPU for each,"
             " running on one of its own (soapreceptor's SOAPRECEPTOR_CPU_AFFINITY=auto), scheduled SCHED_BATCH"

@@ -56,6 +56,7 @@ from soapreceptor import affinity, http_faults, scheduling  # noqa: E402 (after 
 from soapreceptor.errors import ConfigError  # noqa: E402
 from soapreceptor.server import reexec_args  # noqa: E402
 from soapreceptor.settings import DEFAULT_BIND, count_setting  # noqa: E402
+from soapreceptor.worker import http_parser as describe_http_parser  # noqa: E402 (a global http_parser: a setting)
 
 http_faults.install()
 
@@ -187,8 +188,9 @@ _dispatcher: subprocess.Popen[bytes] | None = None
 
 
 def when_ready(server: Any) -> None:
-    """Start the embedded dispatcher once the master is listening."""
+    """Say which HTTP parser gunicorn uses, and start the embedded dispatcher, once the master is listening."""
     global _dispatcher  # noqa: PLW0603 (gunicorn hooks are module functions)
+    server.log.info("soapreceptor: gunicorn reads requests with %s", describe_http_parser(server.cfg))
     if os.environ.get("SOAPRECEPTOR_DISPATCHER", "embedded").strip().lower() == "off":
         server.log.info("soapreceptor: no embedded dispatcher (SOAPRECEPTOR_DISPATCHER=off)")
         return

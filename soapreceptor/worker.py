@@ -109,6 +109,29 @@ class SettledConfig:
         raise AttributeError(f"a worker's settings are read-only (tried to set {name})")
 
 
+def http_parser(config: Any) -> str:
+    """Which HTTP parser gunicorn reads requests with under ``config`` (a gunicorn ``Config``), in words.
+
+    gunicorn 25 and later take their C parser, gunicorn_h1c (soapreceptor's
+    ``fast`` extra), wherever it is installed and no setting rules it out
+    (``http_parser``: ``auto``); else their Python one. gunicorn's own check
+    decides here (a private function: where a later gunicorn has none, this
+    says so rather than guess).
+    """
+    try:
+        from gunicorn.http import message  # noqa: PLC0415 (only where asked)
+
+        fast = bool(message._check_fast_parser(config))  # gunicorn's own decision (see above)
+    except AttributeError:
+        return "an HTTP parser this gunicorn does not name"
+    except RuntimeError as exc:  # http_parser = "fast" where it cannot be
+        return f"no HTTP parser: {exc}"
+    if not fast:
+        return "its Python HTTP parser"
+    version = getattr(message._fast_parser_module, "__version__", "?")
+    return f"its C HTTP parser (gunicorn_h1c {version})"
+
+
 class ThreadWorker(GthreadWorker):
     """gthread, with a thread serving a kept-alive connection's next request itself when it comes at once."""
 

@@ -10,6 +10,8 @@ not depend on how fast this machine runs the client.
 from __future__ import annotations
 
 import http.client
+import importlib
+import importlib.util
 import ipaddress
 import itertools
 import json
@@ -23,7 +25,7 @@ from typing import BinaryIO
 import pytest
 from gunicorn.config import Config
 
-from soapreceptor.worker import MAX_SKIP, Lingering, SettledConfig
+from soapreceptor.worker import MAX_SKIP, Lingering, SettledConfig, http_parser
 from tests.support import DEADLINE, Server, wait_for
 
 StartServer = Callable[[str], Server]
@@ -235,3 +237,25 @@ def test_settled_config_cannot_be_changed() -> None:
     settled = SettledConfig(Config())
     with pytest.raises(AttributeError, match="read-only"):
         settled.keepalive = 7
+
+
+def test_http_parser_names_gunicorns_c_parser_where_it_is_installed() -> None:
+    """``auto`` (gunicorn's default) takes gunicorn_h1c, the fast extra, wherever it imports."""
+    try:
+        h1c = importlib.import_module("gunicorn_h1c")
+    except ImportError:
+        assert http_parser(Config()) == "its Python HTTP parser"
+    else:
+        assert http_parser(Config()) == f"its C HTTP parser (gunicorn_h1c {h1c.__version__})"
+
+
+def test_http_parser_follows_gunicorns_setting() -> None:
+    python = Config()
+    python.set("http_parser", "python")
+    assert http_parser(python) == "its Python HTTP parser"
+    fast = Config()
+    fast.set("http_parser", "fast")
+    if importlib.util.find_spec("gunicorn_h1c") is None:
+        assert http_parser(fast).startswith("no HTTP parser: gunicorn_h1c not installed")
+    else:
+        assert http_parser(fast).startswith("its C HTTP parser (gunicorn_h1c ")
