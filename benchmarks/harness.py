@@ -284,8 +284,8 @@ class Bench:
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "machine": f"{_cpu_model()}, {os.cpu_count()} CPUs, Linux {platform.release()}",
             "software": f"CPython {platform.python_version()}, {_wrk_version()}, SQLite {sqlite3.sqlite_version}",
-            "servers": f"gunicorn {importlib.metadata.version('gunicorn')} (reading requests with"
-            f" {http_parser(gunicorn.config.Config())}), {args.workers}"
+            "servers": f"gunicorn {importlib.metadata.version('gunicorn')}, reading requests with"
+            f" {http_parser(gunicorn.config.Config())}; {args.workers}"
             f" {_WORKER_CLASSES.get(args.worker_class, args.worker_class)} workers"
             + (f" x {args.threads} threads" if args.worker_class in _WORKER_CLASSES else "")
             + ", each taking at most its share of the keep-alive connections and, where there is a CPU for each,"
