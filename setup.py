@@ -53,8 +53,9 @@ setup(
         # `make bench` (benchmarks/): the chart of its results.
         "bench": ["matplotlib>=3.7"],
         # gunicorn's C HTTP parser (picohttpparser), which gunicorn (25 on) takes in place of its
-        # Python one wherever it is installed (its http_parser setting, "auto"): about a tenth more
-        # messages a second for soapreceptor (issue 8). Only as source here: it needs a C compiler.
+        # Python one wherever it is installed (its http_parser setting, "auto"): 5 to 12 % more
+        # messages a second for soapreceptor in side-by-side runs (issue 8). Only as source on the
+        # package index: it needs a C compiler (make falls back to gunicorn's Python parser).
         "fast": ["gunicorn>=25", "gunicorn_h1c>=0.6.10"],
     },
     entry_points={
