@@ -145,25 +145,21 @@ class Bench:
             warm = self._load(server, template, WARMUP_SECONDS, connections, rate)
             before = _delivery(server.journal) if receptor.journaled else None
             # One /metrics page each side of the run: the commits and the stalls read at the same instant.
-            page = server.metrics() if receptor.journaled else None
-            waits_before = journal_waits(page) if page is not None else None
-            stalled_before = journal_stalled(page) if page is not None else None
+            page_before = server.metrics() if receptor.journaled else None
             cpu = server.cpu_seconds()
             measured = self._load(server, template, self.args.duration, connections, rate)
             cpu = server.cpu_seconds() - cpu
-            page = server.metrics() if receptor.journaled else None
-            waits_after = journal_waits(page) if page is not None else None
-            stalled_after = journal_stalled(page) if page is not None else None
+            page_after = server.metrics() if receptor.journaled else None
             after = _delivery(server.journal) if receptor.journaled else None
             rss = server.peak_rss_kib()
-        backlog = delivered_rate = commits = slow_commits = None
-        if waits_before is not None and waits_after is not None:
+        backlog = delivered_rate = commits = slow_commits = stalled_share = None
+        if page_before is not None and page_after is not None:
+            waits_before, waits_after = journal_waits(page_before), journal_waits(page_after)
             commits, slow_commits = (now - then for now, then in zip(waits_after, waits_before, strict=True))
-        stalled_share = None
-        if stalled_before is not None and stalled_after is not None:
+            stalled = journal_stalled(page_after) - journal_stalled(page_before)
             # Each worker's stalls are its own time (one commit at a time); their average over the workers is
             # no more than the time when any of them was stalled, so the share never overstates the disk's part.
-            stalled_share = (stalled_after - stalled_before) / server.workers / measured.seconds
+            stalled_share = stalled / server.workers / measured.seconds
         if before is not None and after is not None:
             delivered_rate = (after[0] - before[0]) / measured.seconds
             backlog = after[1]

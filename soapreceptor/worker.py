@@ -39,6 +39,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
+from gunicorn.http import message
 from gunicorn.workers.gthread import TConn
 from gunicorn.workers.gthread import ThreadWorker as GthreadWorker
 
@@ -119,8 +120,6 @@ def http_parser(config: Any) -> str:
     says so rather than guess).
     """
     try:
-        from gunicorn.http import message  # noqa: PLC0415 (only where asked)
-
         fast = bool(message._check_fast_parser(config))  # gunicorn's own decision (see above)
     except AttributeError:
         return "an HTTP parser this gunicorn does not name"
