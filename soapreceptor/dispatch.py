@@ -46,8 +46,11 @@ DEFAULT_SCHEDULE: Final[tuple[float, ...]] = (5, 300, 1800, 7200, 18000, 36000, 
 DEFAULT_HOOK_TIMEOUT: Final[float] = 30.0
 #: Seconds between a dispatcher's "I am alive" records in the journal (read by /readyz).
 HEARTBEAT_EVERY: Final[float] = 5.0
-#: Seconds between the dispatcher's checkpoints of the journal (see Journal.checkpoint).
-CHECKPOINT_EVERY: Final[float] = 1.0
+#: Seconds between the dispatcher's checkpoints of the journal (see Journal.checkpoint). Often, so that
+#: each copies little: a checkpoint writes what the write-ahead log gathered since the last one and syncs
+#: it, and the workers' syncs behind it wait for all of it (see spool.READ_BYTES). Every second, under
+#: load, that was megabytes at a time; a checkpoint with nothing new to copy syncs nothing.
+CHECKPOINT_EVERY: Final[float] = 0.1
 #: The most events a dispatcher claims at once, and how long a batch may keep starting new ones.
 MAX_BATCH: Final[int] = 64
 BATCH_BUDGET: Final[float] = 1.0
