@@ -61,7 +61,7 @@ _READ_STEP: Final[int] = 64 * 1024
 #: Each turn is one synced transaction: what it writes, the disk flushes before any worker's sync that
 #: comes behind it returns, so a turn's size is a stall it can put on the answers. In paced runs at half
 #: of peak side by side (issue 8), with checkpoints every 0.1 s: 4 MiB turns let 10 to 51 messages a
-#: run wait over 10 ms for their sync (p99 from due 6.8-12.6 ms), 1 MiB turns none (5.0-7.3 ms);
+#: run wait over 10 ms for their sync (p99 from due 6.7-12.6 ms), 1 MiB turns none (5.0-7.3 ms);
 #: 256 KiB turns did about as well as 1 MiB but cleared a backlog 5 % slower, 1 MiB as fast as 4 MiB.
 READ_BYTES: Final[int] = 1024 * 1024
 SUFFIX: Final[str] = ".seg"
