@@ -166,7 +166,12 @@ logconfig_dict = {
         "json": {"()": "soapreceptor.logs.JsonFormatter"},
     },
     "handlers": {
-        "stderr": {"class": "logging.StreamHandler", "formatter": _log_format, "stream": "ext://sys.stderr"},
+        # A line for every request: written a batch at a time under load (see soapreceptor.logs).
+        "stderr": {
+            "class": "soapreceptor.logs.BatchingStreamHandler",
+            "formatter": _log_format,
+            "stream": "ext://sys.stderr",
+        },
     },
     "root": {"level": "WARNING", "handlers": ["stderr"]},
     "loggers": {

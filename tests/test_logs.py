@@ -1,14 +1,21 @@
-"""The log formats (soapreceptor.logs): the text line must be logging.Formatter's, to the character."""
+"""soapreceptor.logs: the text line is logging.Formatter's, to the character; the batching handler loses nothing."""
 
 from __future__ import annotations
 
 import logging
+import os
+import select
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from soapreceptor.logs import LINE_FORMAT, LineFormatter
+from soapreceptor.logs import LINE_FORMAT, BatchingStreamHandler, LineFormatter
+
+from .support import wait_for
 
 
 def record(message: str, *args: object, created: float, **extra: object) -> logging.LogRecord:
@@ -67,3 +74,141 @@ def test_a_record_without_a_process_id_fails_as_it_does_in_logging() -> None:
     for formatter in (LineFormatter(), logging.Formatter(LINE_FORMAT)):
         with pytest.raises(TypeError):
             formatter.format(record("x", created=TIMES[0], process=None))
+
+
+# -- BatchingStreamHandler ------------------------------------------------------------------------
+
+
+class Writes:
+    """A stream that keeps each write apart: what it is given between two flushes (the handler flushes each)."""
+
+    def __init__(self) -> None:
+        self.writes: list[str] = []
+        self.pending = ""
+
+    def write(self, text: str) -> int:
+        self.pending += text
+        return len(text)
+
+    def flush(self) -> None:
+        if self.pending:
+            self.writes.append(self.pending)
+            self.pending = ""
+
+    def lines(self) -> list[str]:
+        return "".join(self.writes).splitlines()
+
+
+@pytest.fixture
+def logged() -> Iterator[tuple[logging.Logger, Writes, BatchingStreamHandler]]:
+    stream = Writes()
+    handler = BatchingStreamHandler(stream)  # type: ignore[arg-type]
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    logger = logging.getLogger(f"test_logs.{id(stream)}")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    yield logger, stream, handler
+    logger.removeHandler(handler)
+    handler.close()
+
+
+def test_every_line_from_many_threads_is_written_once_whole_and_in_each_threads_order(
+    logged: tuple[logging.Logger, Writes, BatchingStreamHandler],
+) -> None:
+    logger, stream, handler = logged
+    threads, each = 8, 2000
+
+    def log(thread: int) -> None:
+        for n in range(each):
+            logger.info("thread=%d n=%d %s", thread, n, "x" * (n % 300))
+
+    workers = [threading.Thread(target=log, args=(t,)) for t in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    handler.flush()
+    lines = stream.lines()
+    assert len(lines) == threads * each
+    for thread in range(threads):
+        mine = [line.split()[2] for line in lines if line.startswith(f"INFO thread={thread} ")]
+        assert mine == [f"n={n}" for n in range(each)]
+    assert all(line.split()[3:] in ([], ["x" * (int(line.split()[2][2:]) % 300)]) for line in lines)
+    # Batched: far fewer writes than lines, and each whole lines that a pipe takes in one piece.
+    assert len(stream.writes) < len(lines) / 10
+    for text in stream.writes:
+        assert text.endswith("\n")
+        assert len(text.encode()) <= select.PIPE_BUF
+
+
+def test_a_line_longer_than_a_pipe_takes_is_written_whole_on_its_own(
+    logged: tuple[logging.Logger, Writes, BatchingStreamHandler],
+) -> None:
+    logger, stream, handler = logged
+    logger.info("short")
+    logger.info("é" * select.PIPE_BUF)  # twice PIPE_BUF in UTF-8
+    logger.info("after")
+    handler.flush()
+    assert stream.writes == ["INFO short\n", f"INFO {'é' * select.PIPE_BUF}\n", "INFO after\n"]
+
+
+def test_a_warning_is_written_at_once_with_the_lines_before_it(
+    logged: tuple[logging.Logger, Writes, BatchingStreamHandler],
+) -> None:
+    logger, stream, handler = logged
+    handler.delay = 3600.0  # only the warning may write
+    logger.info("one")
+    logger.info("two")
+    assert stream.writes == []
+    logger.warning("three")
+    assert stream.lines() == ["INFO one", "INFO two", "WARNING three"]
+
+
+def test_a_full_batch_is_written_at_once(logged: tuple[logging.Logger, Writes, BatchingStreamHandler]) -> None:
+    logger, stream, handler = logged
+    handler.delay = 3600.0
+    for n in range(handler.batch - 1):
+        logger.info("n=%d", n)
+    assert stream.writes == []
+    logger.info("last")
+    assert len(stream.lines()) == handler.batch
+
+
+def test_a_lone_line_is_written_soon_without_a_flush(
+    logged: tuple[logging.Logger, Writes, BatchingStreamHandler],
+) -> None:
+    logger, stream, _ = logged
+    logger.info("alone")
+    wait_for(lambda: stream.lines() == ["INFO alone"], "the handler's thread to write the line")
+    logger.info("later")  # the thread writes again after it has written once
+    wait_for(lambda: stream.lines() == ["INFO alone", "INFO later"], "the second line")
+
+
+def test_lines_queued_before_a_fork_are_written_once(tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    with path.open("w", encoding="utf-8") as file:
+        handler = BatchingStreamHandler(file)
+        handler.delay = 3600.0
+        logger = logging.getLogger("test_logs.fork")
+        logger.propagate, logger.level = False, logging.INFO
+        logger.addHandler(handler)
+        try:
+            logger.info("before the fork")
+            pid = os.fork()
+            if pid == 0:  # the child: logs a line of its own, writes it, and leaves at once
+                try:
+                    logger.info("in the child")
+                    handler.flush()
+                finally:
+                    os._exit(0)
+            _, status = os.waitpid(pid, 0)
+            assert os.waitstatus_to_exitcode(status) == 0
+            logger.info("in the parent")
+            handler.flush()
+        finally:
+            logger.removeHandler(handler)
+            handler.close()
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert sorted(lines) == ["before the fork", "in the child", "in the parent"]
+    assert lines[0] == "before the fork"
