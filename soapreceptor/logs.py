@@ -123,7 +123,10 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]  #
         # A deque's append and popleft are atomic: the threads that log need no lock to queue.
         self._lines: collections.deque[str] = collections.deque()
         self._due = threading.Event()  # set while lines wait for the handler's thread
-        self._writer_pid = 0  # the process whose thread writes late lines (none yet in this one)
+        self._stop = threading.Event()  # set once the handler is closed: its thread ends
+        self._writer: threading.Thread | None = None  # this process's thread for late lines (None: not yet)
+        self._writer_pid = 0  # the process it belongs to (threads do not survive a fork)
+        self._closed = False
         _HANDLERS.add(self)
 
     def handle(self, record: logging.LogRecord) -> logging.LogRecord | bool:  # type: ignore[override]
@@ -139,7 +142,7 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]  #
         """Queue ``record``'s line, and write the queue if it is due."""
         try:
             self._lines.append(self.format(record) + self.terminator)
-            if record.levelno >= logging.WARNING or len(self._lines) >= self.batch:
+            if record.levelno >= logging.WARNING or len(self._lines) >= self.batch or self._closed:
                 self.flush()
             elif not self._due.is_set():
                 self._start_writer()
@@ -165,6 +168,15 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]  #
             if chunk:
                 self._write("".join(chunk))
 
+    def close(self) -> None:
+        """Write every queued line and let the handler's thread end; a record logged after this is written at once."""
+        with self.lock:  # type: ignore[union-attr]
+            self.flush()
+            self._closed = True
+            self._stop.set()
+            self._due.set()  # wakes the thread if it waits for lines: it sees the handler closed and ends
+        super().close()
+
     def _write(self, text: str) -> None:
         # Flushed at once, chunk by chunk: each is one write of its own on the stream's file.
         self.stream.write(text)
@@ -175,14 +187,15 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]  #
         # Rare (once the queue had emptied), so the lock costs nothing: one thread a process.
         with self.lock:  # type: ignore[union-attr]
             pid = os.getpid()
-            if self._writer_pid != pid:  # none yet in this process (threads do not survive a fork)
+            if self._writer_pid != pid and not self._closed:
                 self._writer_pid = pid
-                threading.Thread(target=self._write_late_lines, name="log-writer", daemon=True).start()
+                self._writer = threading.Thread(target=self._write_late_lines, name="log-writer", daemon=True)
+                self._writer.start()
 
     def _write_late_lines(self) -> None:
-        while True:
+        while not self._closed:
             self._due.wait()
-            time.sleep(self.delay)
+            self._stop.wait(self.delay)  # the delay, cut short if the handler closes meanwhile
             # Cleared before writing: a line queued from here on sets it again (see emit).
             self._due.clear()
             # A stream that fails here has nowhere to say so (the next record's emit reports it).
@@ -194,8 +207,10 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]  #
     def _forget_parents_lines(self) -> None:
         # In a forked child: what the parent queued after its last write is the parent's to write.
         self._lines.clear()
-        self._due = threading.Event()
-        self._writer_pid = 0
+        self._due, self._stop = threading.Event(), threading.Event()
+        if self._closed:
+            self._stop.set()
+        self._writer, self._writer_pid = None, 0
 
 
 _HANDLERS: weakref.WeakSet[BatchingStreamHandler] = weakref.WeakSet()

@@ -15,7 +15,7 @@ import pytest
 
 from soapreceptor.logs import LINE_FORMAT, BatchingStreamHandler, LineFormatter
 
-from .support import wait_for
+from .support import DEADLINE, wait_for
 
 
 def record(message: str, *args: object, created: float, **extra: object) -> logging.LogRecord:
@@ -212,3 +212,25 @@ def test_lines_queued_before_a_fork_are_written_once(tmp_path: Path) -> None:
     lines = path.read_text(encoding="utf-8").splitlines()
     assert sorted(lines) == ["before the fork", "in the child", "in the parent"]
     assert lines[0] == "before the fork"
+
+
+def test_closing_writes_what_waits_and_ends_the_handlers_thread() -> None:
+    stream = Writes()
+    handler = BatchingStreamHandler(stream)  # type: ignore[arg-type]
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.delay = 3600.0
+
+    def emit(message: str) -> None:
+        handler.handle(logging.LogRecord("test_logs.close", logging.INFO, __file__, 1, message, None, None))
+
+    emit("first")  # starts the handler's thread, which then waits out the delay
+    writer = handler._writer
+    assert writer is not None
+    assert writer.is_alive()
+    handler.close()
+    assert stream.lines() == ["first"]
+    writer.join(timeout=DEADLINE)
+    assert not writer.is_alive(), "closing cuts the delay short and ends the thread"
+    emit("after")  # as with StreamHandler, a closed handler still writes, at once
+    assert stream.lines() == ["first", "after"]
+    assert handler._writer is writer, "and starts no thread again"
