@@ -100,8 +100,13 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]  #
     - at once, with the lines before it, for a record of level WARNING or
       above (a problem is never held back);
     - once :attr:`batch` lines wait;
-    - otherwise by a thread of the handler's, :attr:`delay` seconds after a
-      line came to an empty queue: nothing waits longer than that;
+    - otherwise :attr:`delay` seconds after a line came to a queue with no
+      write pending, by a timer thread that line's thread starts: nothing
+      waits longer than that. A short-lived thread, not one for the process's
+      life, as a thread takes its scheduling policy and CPUs from the thread
+      that starts it: a gunicorn worker sets its own (SCHED_BATCH, its CPU)
+      after logging its first lines, and a thread started before then would
+      keep the old ones. At most one every :attr:`delay` seconds;
     - on :meth:`flush` and :meth:`close` (``logging.shutdown`` at exit), and in
       a process about to fork (its child would write the lines again).
 
@@ -122,10 +127,7 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]  #
         super().__init__(stream)
         # A deque's append and popleft are atomic: the threads that log need no lock to queue.
         self._lines: collections.deque[str] = collections.deque()
-        self._due = threading.Event()  # set while lines wait for the handler's thread
-        self._stop = threading.Event()  # set once the handler is closed: its thread ends
-        self._writer: threading.Thread | None = None  # this process's thread for late lines (None: not yet)
-        self._writer_pid = 0  # the process it belongs to (threads do not survive a fork)
+        self._timer: threading.Timer | None = None  # the pending write of late lines, if any
         self._closed = False
         _HANDLERS.add(self)
 
@@ -144,9 +146,8 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]  #
             self._lines.append(self.format(record) + self.terminator)
             if record.levelno >= logging.WARNING or len(self._lines) >= self.batch or self._closed:
                 self.flush()
-            elif not self._due.is_set():
-                self._start_writer()
-                self._due.set()
+            elif self._timer is None:
+                self._schedule_write()
         except RecursionError:  # as logging.StreamHandler: do not hide a recursion
             raise
         except Exception:
@@ -169,12 +170,13 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]  #
                 self._write("".join(chunk))
 
     def close(self) -> None:
-        """Write every queued line and let the handler's thread end; a record logged after this is written at once."""
+        """Write every queued line and cancel the pending write; a record logged after this is written at once."""
         with self.lock:  # type: ignore[union-attr]
             self.flush()
             self._closed = True
-            self._stop.set()
-            self._due.set()  # wakes the thread if it waits for lines: it sees the handler closed and ends
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
         super().close()
 
     def _write(self, text: str) -> None:
@@ -183,21 +185,18 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]  #
         if hasattr(self.stream, "flush"):
             self.stream.flush()
 
-    def _start_writer(self) -> None:
-        # Rare (once the queue had emptied), so the lock costs nothing: one thread a process.
+    def _schedule_write(self) -> None:
         with self.lock:  # type: ignore[union-attr]
-            pid = os.getpid()
-            if self._writer_pid != pid and not self._closed:
-                self._writer_pid = pid
-                self._writer = threading.Thread(target=self._write_late_lines, name="log-writer", daemon=True)
-                self._writer.start()
+            if self._timer is None and not self._closed:
+                timer = threading.Timer(self.delay, self._write_late_lines)
+                timer.name, timer.daemon = "log-writer", True
+                self._timer = timer
+                timer.start()
 
     def _write_late_lines(self) -> None:
-        while not self._closed:
-            self._due.wait()
-            self._stop.wait(self.delay)  # the delay, cut short if the handler closes meanwhile
-            # Cleared before writing: a line queued from here on sets it again (see emit).
-            self._due.clear()
+        with self.lock:  # type: ignore[union-attr]
+            # Reset before writing: a line queued from here on schedules the next write (see emit).
+            self._timer = None
             # A stream that fails here has nowhere to say so (the next record's emit reports it).
             # The lines of the write that failed are lost, as StreamHandler loses a line it
             # cannot write; the rest stay queued for the next try.
@@ -205,12 +204,10 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]  #
                 self.flush()
 
     def _forget_parents_lines(self) -> None:
-        # In a forked child: what the parent queued after its last write is the parent's to write.
+        # In a forked child: what the parent queued after its last write is the parent's to write,
+        # and its pending write's thread is not here (threads do not survive a fork).
         self._lines.clear()
-        self._due, self._stop = threading.Event(), threading.Event()
-        if self._closed:
-            self._stop.set()
-        self._writer, self._writer_pid = None, 0
+        self._timer = None
 
 
 _HANDLERS: weakref.WeakSet[BatchingStreamHandler] = weakref.WeakSet()

@@ -180,7 +180,7 @@ def test_a_lone_line_is_written_soon_without_a_flush(
 ) -> None:
     logger, stream, _ = logged
     logger.info("alone")
-    wait_for(lambda: stream.lines() == ["INFO alone"], "the handler's thread to write the line")
+    wait_for(lambda: stream.lines() == ["INFO alone"], "the pending write to write the line")
     logger.info("later")  # the thread writes again after it has written once
     wait_for(lambda: stream.lines() == ["INFO alone", "INFO later"], "the second line")
 
@@ -223,14 +223,44 @@ def test_closing_writes_what_waits_and_ends_the_handlers_thread() -> None:
     def emit(message: str) -> None:
         handler.handle(logging.LogRecord("test_logs.close", logging.INFO, __file__, 1, message, None, None))
 
-    emit("first")  # starts the handler's thread, which then waits out the delay
-    writer = handler._writer
+    emit("first")  # starts the pending write's thread, which waits out the delay
+    writer = handler._timer
     assert writer is not None
     assert writer.is_alive()
     handler.close()
     assert stream.lines() == ["first"]
     writer.join(timeout=DEADLINE)
-    assert not writer.is_alive(), "closing cuts the delay short and ends the thread"
+    assert not writer.is_alive(), "closing cancels the pending write: its thread ends"
     emit("after")  # as with StreamHandler, a closed handler still writes, at once
     assert stream.lines() == ["first", "after"]
-    assert handler._writer is writer, "and starts no thread again"
+    assert handler._timer is None, "and schedules no write again"
+
+
+def test_the_pending_writes_thread_runs_as_the_thread_that_logged(
+    logged: tuple[logging.Logger, Writes, BatchingStreamHandler],
+) -> None:
+    # A gunicorn worker sets its scheduling policy and CPU after its first log lines: a thread that
+    # writes later lines must take them from the thread logging then, not from one started earlier.
+    logger, stream, handler = logged
+    logger.info("before")
+    wait_for(lambda: stream.lines() == ["INFO before"], "the first line")
+    seen: list[set[int]] = []
+    original = handler._write_late_lines
+
+    def write_late_lines() -> None:
+        seen.append(os.sched_getaffinity(0))
+        original()
+
+    handler._write_late_lines = write_late_lines  # type: ignore[method-assign]
+    allowed = os.sched_getaffinity(0)
+    one = {min(allowed)}
+
+    def log_pinned() -> None:
+        os.sched_setaffinity(0, one)  # this thread only
+        logger.info("after")
+
+    thread = threading.Thread(target=log_pinned)
+    thread.start()
+    thread.join()
+    wait_for(lambda: stream.lines() == ["INFO before", "INFO after"], "the second line")
+    assert seen == [one]
