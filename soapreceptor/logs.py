@@ -92,8 +92,8 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]  #
     The receptor logs a line for every request, from each of a worker's
     threads. A ``StreamHandler`` holds its lock while it writes each line,
     and a write lets go of the GIL: under load the other threads ran, came to
-    the lock and queued behind it, and logging took about twice as long per
-    line as with one thread (issue 8: a tenth to a fifth of a worker's
+    the lock and queued behind it, and logging took about two and a half times
+    as long per line as with one thread (issue 8: a tenth to a fifth of a worker's
     throughput went to the access log). Here a record is formatted without any lock and
     its line queued; the queue is written out, in order:
 
@@ -154,7 +154,7 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]  #
             self.handleError(record)
 
     def flush(self) -> None:
-        """Write every queued line, in order, then flush the stream."""
+        """Write every queued line, in order: whole lines, at most ``PIPE_BUF`` bytes a write, each flushed."""
         with self.lock:  # type: ignore[union-attr]  # (a handler's lock, None only before createLock)
             chunk: list[str] = []
             size = 0
