@@ -152,8 +152,18 @@ _INSERT_EVENT: Final[str] = (
     " version, dedup_key, state, duplicate_of, next_attempt_at, updated_at, lease_owner, lease_expires)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-#: The events column's encoder, made once (json.dumps with separators makes one per call).
-_COMPACT_JSON: Final[json.JSONEncoder] = json.JSONEncoder(separators=(",", ":"))
+
+
+def _iso_time(value: object) -> str:
+    """An event's time (a datetime, from :func:`_message_meta`) as the events column keeps it."""
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not an event time")
+
+
+#: The events column's encoder, made once (json.dumps with separators makes one per call). Not
+#: orjson, unlike the spool: the column's text stays as every journal before has it (ASCII escapes).
+_COMPACT_JSON: Final[json.JSONEncoder] = json.JSONEncoder(separators=(",", ":"), default=_iso_time)
 #: How often a writer waiting for the writer lock looks again: from 50 µs, doubling to 0.2 ms (a longer
 #: nap leaves the journal idle: the holder needs it for a few hundred microseconds at most).
 _LOCK_POLL_MIN: Final[float] = 0.00005
@@ -1225,11 +1235,13 @@ def _message_row(notification: Notification, arrival: Arrival, now: float) -> tu
 
 
 def _message_meta(notification: Notification, arrival: Arrival, now: float) -> tuple[tuple[object, ...], bytes]:
-    """A message row without its body, with its events as a list, not yet as JSON text; and the body."""
-    events = [
-        (e.event_type, e.event_time.isoformat() if e.event_time else None, e.hit_type_id, e.hit_id, e.assignment_id)
-        for e in notification.events
-    ]
+    """A message row without its body, with its events as a list, not yet as JSON text; and the body.
+
+    Each event's time is left a datetime: its JSON encoder writes it as
+    ``isoformat()`` text (the spool's in C, on the answer path, see
+    :func:`spool.encode <soapreceptor.spool.encode>`; :data:`_COMPACT_JSON`).
+    """
+    events = [(e.event_type, e.event_time, e.hit_type_id, e.hit_id, e.assignment_id) for e in notification.events]
     body = arrival.body
     if not isinstance(body, bytes):
         raise TypeError(f"a message's body is bytes, not {type(body).__name__}")

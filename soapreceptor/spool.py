@@ -13,7 +13,7 @@ once every record in it is in the journal and its writer has left it.
 A segment is a sequence of records, each ``magic, payload length, CRC-32,
 payload``, so that a record that was not written whole (power lost during an
 unsynced write) is recognised, never read as a message. Its payload holds
-the message's metadata as JSON and its body as raw bytes. The records are
+the message's metadata as JSON (UTF-8, compact) and its body as raw bytes. The records are
 followed by zeros: a writer sets space aside ahead of them (:data:`PREALLOCATE`
 at a time) by writing zeros, so that most syncs write the records alone;
 syncing a write that makes the file longer also commits the file system's
@@ -39,7 +39,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import json
 import os
 import shutil
 import struct
@@ -51,6 +50,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
+
+import orjson
 
 #: A segment is left for a new one once it holds this many bytes, so that ingested ones can be deleted.
 SEGMENT_BYTES: Final[int] = 16 * 1024 * 1024
@@ -77,7 +78,6 @@ _META_LENGTH: Final[struct.Struct] = struct.Struct("<I")
 #: Larger than any message the gate lets in (its cap is 1 MiB by default), with room for metadata:
 #: a length beyond it is damage, not a record.
 _MAX_PAYLOAD: Final[int] = 256 * 1024 * 1024
-_COMPACT_JSON: Final[json.JSONEncoder] = json.JSONEncoder(separators=(",", ":"))
 
 
 class SpoolError(OSError):
@@ -86,7 +86,13 @@ class SpoolError(OSError):
 
 @dataclass(frozen=True, slots=True)
 class Record:
-    """One spooled message: its metadata (JSON-able values) and its body, byte for byte."""
+    """One spooled message: its metadata and its body, byte for byte.
+
+    The metadata are values JSON has (str, float, None, integers within 64
+    bits, lists and tuples of them), and datetimes, written as ISO 8601 text
+    (what ``isoformat`` gives; read back as that text). :func:`encode`
+    raises TypeError for any other.
+    """
 
     meta: tuple[Any, ...]
     body: bytes
@@ -97,7 +103,10 @@ class Record:
 
 def encode(record: Record) -> bytes:
     """A record as it is written to a segment."""
-    meta = _COMPACT_JSON.encode(record.meta).encode()
+    # orjson, not json: this is on the answer path, and json took twenty times as long
+    # (6.4 µs against 0.3 for a 10-event message's metadata); it writes a datetime as
+    # its isoformat() text too, which spares the caller a conversion per event.
+    meta = orjson.dumps(record.meta)
     payload = b"".join((_META_LENGTH.pack(len(meta)), meta, record.body))
     return _HEADER.pack(_MAGIC, len(payload), zlib.crc32(payload)) + payload
 
@@ -148,7 +157,8 @@ def _record_at(view: memoryview, at: int) -> tuple[Record, int] | str:
     try:
         if meta_length > length - _META_LENGTH.size:
             raise ValueError("metadata longer than the record")
-        meta = json.loads(bytes(payload[_META_LENGTH.size : _META_LENGTH.size + meta_length]))
+        # (orjson.JSONDecodeError is a ValueError; it also refuses invalid UTF-8 and nesting past 1024.)
+        meta = orjson.loads(payload[_META_LENGTH.size : _META_LENGTH.size + meta_length])
     except ValueError:
         return "damaged"
     if not isinstance(meta, list):

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import fcntl
+import json
 import logging
 import multiprocessing
 import os
 import resource
 import signal
 import sqlite3
+import struct
 import time
+import zlib
 from contextlib import closing
 from pathlib import Path
 
@@ -49,6 +53,34 @@ RECORDS = [
 
 
 # -- the record format ----------------------------------------------------------------
+
+
+def test_a_datetime_in_the_metadata_is_written_as_its_isoformat_text() -> None:
+    # How a record carries its events' times (journal._message_meta leaves them datetimes).
+    when = dt.datetime(2026, 11, 23, 10, 0, 5, 250, tzinfo=dt.UTC)
+    ((record, _),) = spool.decode(spool.encode(Record((when, [["T", when, None]]), b""))).records
+    assert record.meta == (when.isoformat(), [["T", when.isoformat(), None]])
+    assert record.meta[0] == "2026-11-23T10:00:05.000250+00:00"
+
+
+def test_a_value_a_record_cannot_hold_is_refused_when_written() -> None:
+    with pytest.raises(TypeError, match="64-bit"):
+        spool.encode(Record((2**64,), b""))
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        spool.encode(Record((object(),), b""))
+
+
+def test_a_record_as_earlier_releases_wrote_it_reads_the_same() -> None:
+    # Before orjson, the standard json module wrote the metadata: ASCII, with \u escapes.
+    # A segment left by such a release before an upgrade must read as it always did.
+    meta = json.dumps([1.5, "caf\u00e9 \U0001f600", None, ["x", 2]], separators=(",", ":")).encode()
+    assert meta.isascii()
+    payload = struct.pack("<I", len(meta)) + meta + b"<body/>"
+    data = struct.pack("<4sII", b"SRs1", len(payload), zlib.crc32(payload)) + payload
+    ((record, end),) = spool.decode(data).records
+    assert record == Record((1.5, "caf\u00e9 \U0001f600", None, ["x", 2]), b"<body/>")
+    assert end == len(data)
+    assert spool.decode(spool.encode(record)).records[0][0] == record, "and as this release writes it"
 
 
 def test_records_read_back_as_written_with_the_offset_past_each() -> None:
@@ -129,7 +161,8 @@ def test_salvage_takes_nothing_that_only_looks_like_a_record() -> None:
 _RECORDS = st.lists(
     st.builds(
         Record,
-        st.lists(st.one_of(st.none(), st.integers(), st.text(max_size=8)), max_size=4).map(tuple),
+        # Integers as a record may hold them (see Record): within 64 bits.
+        st.lists(st.one_of(st.none(), st.integers(-(2**63), 2**64 - 1), st.text(max_size=8)), max_size=4).map(tuple),
         st.binary(max_size=300),
     ),
     min_size=2,
@@ -483,12 +516,11 @@ def _record_of(parsed: tuple[Notification, Arrival]) -> Record:
 def test_a_record_spooled_with_its_events_as_json_text_is_ingested_as_before(tmp_path: Path) -> None:
     # Records spooled before the events went in as a list (a segment left by the
     # release before an upgrade) hold them as JSON text: both read the same.
-    import json  # noqa: PLC0415
-
     path = tmp_path / "journal.db"
     current = _record_of(message("NEW"))
     earlier = _record_of(message("OLD"))
-    earlier = Record((*earlier.meta[:-1], json.dumps(earlier.meta[-1], separators=(",", ":"))), earlier.body)
+    events_text = json.dumps(earlier.meta[-1], separators=(",", ":"), default=lambda time: time.isoformat())
+    earlier = Record((*earlier.meta[:-1], events_text), earlier.body)
     journal = Journal(path).open()
     journal.spool.append([earlier, current])
     journal.close()
