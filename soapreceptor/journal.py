@@ -152,18 +152,10 @@ _INSERT_EVENT: Final[str] = (
     " version, dedup_key, state, duplicate_of, next_attempt_at, updated_at, lease_owner, lease_expires)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-
-
-def _iso_time(value: object) -> str:
-    """An event's time (a datetime, from :func:`_message_meta`) as the events column keeps it."""
-    if isinstance(value, dt.datetime):
-        return value.isoformat()
-    raise TypeError(f"{type(value).__name__} is not an event time")
-
-
-#: The events column's encoder, made once (json.dumps with separators makes one per call). Not
-#: orjson, unlike the spool: the column's text stays as every journal before has it (ASCII escapes).
-_COMPACT_JSON: Final[json.JSONEncoder] = json.JSONEncoder(separators=(",", ":"), default=_iso_time)
+#: The events column's encoder, made once (json.dumps with separators makes one per call); an
+#: event's time (a datetime, see _message_meta) as its isoformat() text, anything else a TypeError.
+#: Not orjson, unlike the spool: the column's text stays as every journal before has it (ASCII escapes).
+_COMPACT_JSON: Final[json.JSONEncoder] = json.JSONEncoder(separators=(",", ":"), default=dt.datetime.isoformat)
 #: How often a writer waiting for the writer lock looks again: from 50 µs, doubling to 0.2 ms (a longer
 #: nap leaves the journal idle: the holder needs it for a few hundred microseconds at most).
 _LOCK_POLL_MIN: Final[float] = 0.00005

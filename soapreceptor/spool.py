@@ -13,9 +13,9 @@ once every record in it is in the journal and its writer has left it.
 A segment is a sequence of records, each ``magic, payload length, CRC-32,
 payload``, so that a record that was not written whole (power lost during an
 unsynced write) is recognised, never read as a message. Its payload holds
-the message's metadata as JSON (UTF-8, compact) and its body as raw bytes. The records are
-followed by zeros: a writer sets space aside ahead of them (:data:`PREALLOCATE`
-at a time) by writing zeros, so that most syncs write the records alone;
+the message's metadata as JSON (UTF-8, compact) and its body as raw bytes.
+The records are followed by zeros: a writer sets space aside ahead of them
+(:data:`PREALLOCATE` at a time) by writing zeros, so that most syncs write the records alone;
 syncing a write that makes the file longer also commits the file system's
 journal, which took about a sixth of the receptor's throughput. (Where there
 is no room to set space aside, the records are written on their own.) The
