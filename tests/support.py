@@ -95,6 +95,14 @@ class Answer:
         return match.group(1).decode() if match else None
 
 
+def address(url: str) -> tuple[str, int]:
+    """The host and port of a server's ``http://host:port/`` URL, for a socket of one's own."""
+    parts = urlsplit(url)
+    if parts.hostname is None or parts.port is None:
+        raise ValueError(f"no host and port in {url!r}")
+    return parts.hostname, parts.port
+
+
 def post(url: str, body: bytes, headers: Mapping[str, str] | None = None, method: str = "POST") -> Answer:
     """Send exactly ``body`` with exactly ``headers`` (no library rewriting them)."""
     parts = urlsplit(url)
@@ -117,8 +125,7 @@ def exchange(url: str, data: bytes, half_close: bool = False) -> Answer:
     closes; a client that insisted on sending all of it would see a broken
     pipe instead of the answer.
     """
-    host, port = url.removeprefix("http://").rstrip("/").split(":")
-    with socket.create_connection((host, int(port)), timeout=DEADLINE) as sock:
+    with socket.create_connection(address(url), timeout=DEADLINE) as sock:
         try:
             for start in range(0, len(data), 65536):
                 if select.select([sock], [], [], 0)[0]:

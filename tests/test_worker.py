@@ -26,7 +26,7 @@ import pytest
 from gunicorn.config import Config
 
 from soapreceptor.worker import MAX_SKIP, Lingering, SettledConfig, http_parser
-from tests.support import DEADLINE, Server, wait_for
+from tests.support import DEADLINE, Server, address, wait_for
 
 StartServer = Callable[[str], Server]
 
@@ -63,8 +63,7 @@ def start_server(tmp_path: Path) -> Iterator[StartServer]:
 
 
 def _connect(server: Server) -> http.client.HTTPConnection:
-    host, port = server.url.removeprefix("http://").rstrip("/").split(":")
-    return http.client.HTTPConnection(host, int(port), timeout=DEADLINE)
+    return http.client.HTTPConnection(*address(server.url), timeout=DEADLINE)
 
 
 def _handoffs(connection: http.client.HTTPConnection) -> int:
@@ -99,8 +98,7 @@ def test_pipelined_requests_are_both_answered(start_server: StartServer) -> None
     # second is served at once, read ahead or not, with the shipped linger.
     server = start_server("CountingWorker")
     request = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n\r\n<Notify/>"
-    host, port = server.url.removeprefix("http://").rstrip("/").split(":")
-    with socket.create_connection((host, int(port)), timeout=DEADLINE) as sock:
+    with socket.create_connection(address(server.url), timeout=DEADLINE) as sock:
         sock.sendall(request * 2)
         with sock.makefile("rb") as answers:
             first, second = _read_answer(answers), _read_answer(answers)
