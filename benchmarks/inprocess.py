@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from . import payloads
+from . import payloads, report
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -43,9 +43,9 @@ def apps(workdir: Path) -> dict[str, WsgiApp]:
         {"SOAPRECEPTOR_SECRET": payloads.SECRET, "SOAPRECEPTOR_JOURNAL": str(workdir / "inprocess.db")}
     )
     return {
-        "soapreceptor": create_app(settings),
-        "naive spyne": naive_spyne.application,
-        "bare limit": bare.application,
+        report.SOAPRECEPTOR: create_app(settings),
+        report.NAIVE: naive_spyne.application,
+        report.BARE: bare.application,
     }
 
 

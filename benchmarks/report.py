@@ -11,6 +11,7 @@ from typing import Any
 from .disk import SLOW_MS, Syncs
 from .load import PACE_MS
 
+# The receptors' names, as the table and the raw runs give them (benchmarks/servers.py names its receptors so).
 SOAPRECEPTOR, NAIVE, BARE = "soapreceptor", "naive spyne", "bare limit"
 RECEPTOR_ORDER = (SOAPRECEPTOR, NAIVE, BARE)
 NO_DISPATCHER, NO_JOURNAL = "soapreceptor without dispatcher", "soapreceptor without journal"

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from . import payloads
+from . import payloads, report
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "benchmarks" / "gunicorn_bench.py"
@@ -39,36 +39,34 @@ class Receptor:
 
 RECEPTORS: tuple[Receptor, ...] = (
     Receptor(
-        "soapreceptor",
+        report.SOAPRECEPTOR,
         "soapreceptor.wsgi:application",
         # As shipped: full verification, the shipped durable journal, the
         # embedded dispatcher handing every event to a hook that does nothing.
         {"SOAPRECEPTOR_HOOK": "benchmarks.noop_hook:discard"},
         journaled=True,
     ),
-    Receptor("naive spyne", "benchmarks.naive_spyne:application", {"SOAPRECEPTOR_DISPATCHER": "off"}),
-    Receptor("bare limit", "benchmarks.bare:application", {"SOAPRECEPTOR_DISPATCHER": "off"}),
+    Receptor(report.NAIVE, "benchmarks.naive_spyne:application", {"SOAPRECEPTOR_DISPATCHER": "off"}),
+    Receptor(report.BARE, "benchmarks.bare:application", {"SOAPRECEPTOR_DISPATCHER": "off"}),
 )
 
 #: soapreceptor with one part taken away, measured beside the three to show where its time goes.
 _NO_DISPATCHER = replace(
     RECEPTORS[0],
-    name="soapreceptor without dispatcher",
+    name=report.NO_DISPATCHER,
     env={**RECEPTORS[0].env, "SOAPRECEPTOR_DISPATCHER": "off"},
 )
 DIAGNOSTICS: tuple[Receptor, ...] = (
     # Its workers alone: the journal write as shipped, no dispatcher competing for the CPUs.
     _NO_DISPATCHER,
     # Nor the journal write: everything else on the Notify path (benchmarks/no_journal.py).
-    replace(
-        _NO_DISPATCHER, name="soapreceptor without journal", app="benchmarks.no_journal:application", journaled=False
-    ),
+    replace(_NO_DISPATCHER, name=report.NO_JOURNAL, app="benchmarks.no_journal:application", journaled=False),
 )
 
 
 #: soapreceptor as shipped, but with its spool and journal in memory (tmpfs): every step of its path runs, the
 #: syncs included, but none waits for a disk. Paced only: the code's own latency, beside the disk's.
-IN_MEMORY = replace(RECEPTORS[0], name="soapreceptor, journal in memory", in_memory=True)
+IN_MEMORY = replace(RECEPTORS[0], name=report.IN_MEMORY, in_memory=True)
 
 
 class ServerError(RuntimeError):
