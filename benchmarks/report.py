@@ -344,9 +344,6 @@ def _targets(table: Sequence[Row], runs: Sequence[Run], disk: Sequence[DiskRun] 
     a noisy machine: the rounds show how near it was.
     """
 
-    def verdict(ok: bool | None) -> str:
-        return "not measured" if ok is None else ("met" if ok else "**not met**")
-
     def spread(values: Sequence[float], digits: int) -> str:
         return f"; rounds: {', '.join(_number(value, digits) for value in values)}" if values else ""
 
@@ -394,27 +391,28 @@ def _targets(table: Sequence[Row], runs: Sequence[Run], disk: Sequence[DiskRun] 
         )
     return [
         f"- soapreceptor / naive spyne >= 3: {_number(over_naive, 2)} "
-        f"({verdict(None if over_naive is None else over_naive >= 3)}{spread(naive, 2)})",
+        f"({_verdict(None if over_naive is None else over_naive >= 3)}{spread(naive, 2)})",
         f"- soapreceptor / bare limit >= 0.5: {_number(over_bare, 2)} "
-        f"({verdict(None if over_bare is None else over_bare >= 0.5)}{spread(bare, 2)})",
+        f"({_verdict(None if over_bare is None else over_bare >= 0.5)}{spread(bare, 2)})",
         f"- p99 at half of peak <= 10 ms, counted from when each message was due: at most {_number(most, 1)} ms, "
         f"at least {_number(least, 1)} ms ({_bounded_verdict(least, most, 10)}"
         f"{'; rounds: ' + ', '.join(f'{low:.1f}-{high:.1f}' for low, high in dues) if dues else ''}; "
         f"from when each request left, as wrk counts: {_number(_median(p99s), 1)} ms{spread(p99s, 1)}{beside_disk})",
         f"- time per message at most linear in events (in-process, 100 events / 10 events <= 10): "
-        f"{_number(growth, 2)} ({verdict(None if growth is None else growth <= 10)})",
+        f"{_number(growth, 2)} ({_verdict(None if growth is None else growth <= 10)})",
     ]
 
 
 def _bounded_verdict(least: float | None, most: float | None, bound: float) -> str:
     """Whether a value known only to lie between ``least`` and ``most`` is at most ``bound``."""
-    if least is None or most is None:
-        return "not measured"
-    if most <= bound:
-        return "met"
-    if least > bound:
-        return "**not met**"
+    if least is None or most is None or most <= bound or least > bound:
+        return _verdict(None if least is None or most is None else most <= bound)
     return f"**not shown** either way: {bound:g} ms lies between the two"
+
+
+def _verdict(ok: bool | None) -> str:
+    """A target's verdict, as the results say it."""
+    return "not measured" if ok is None else ("met" if ok else "**not met**")
 
 
 def chart(table: Sequence[Row], path: Path) -> Path:
