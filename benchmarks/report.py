@@ -405,8 +405,10 @@ def _targets(table: Sequence[Row], runs: Sequence[Run], disk: Sequence[DiskRun] 
 
 def _bounded_verdict(least: float | None, most: float | None, bound: float) -> str:
     """Whether a value known only to lie between ``least`` and ``most`` is at most ``bound``."""
-    if least is None or most is None or most <= bound or least > bound:
-        return _verdict(None if least is None or most is None else most <= bound)
+    if least is None or most is None:
+        return _verdict(None)
+    if most <= bound or least > bound:
+        return _verdict(most <= bound)
     return f"**not shown** either way: {bound:g} ms lies between the two"
 
 

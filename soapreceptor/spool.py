@@ -12,15 +12,15 @@ once every record in it is in the journal and its writer has left it.
 
 A segment is a sequence of records, each ``magic, payload length, CRC-32,
 payload``, so that a record that was not written whole (power lost during an
-unsynced write) is recognised, never read as a message. Its payload holds
-the message's metadata as JSON (UTF-8, compact) and its body as raw bytes.
-The records are followed by zeros: a writer sets space aside ahead of them
-(:data:`PREALLOCATE` at a time) by writing zeros, so that most syncs write the records alone;
-syncing a write that makes the file longer also commits the file system's
-journal, which took about a sixth of the receptor's throughput. (Where there
-is no room to set space aside, the records are written on their own.) The
-first zero where a record would start is where the records end; only in a
-sealed segment are the bytes after that, or after damage, searched for
+unsynced write) is recognised, never read as a message. Its payload holds the
+message's metadata as JSON (UTF-8, compact) and its body as raw bytes. The
+records are followed by zeros: a writer sets space aside ahead of them
+(:data:`PREALLOCATE` at a time) by writing zeros, so that most syncs write the
+records alone; syncing a write that makes the file longer also commits the
+file system's journal, which took about a sixth of the receptor's throughput.
+(Where there is no room to set space aside, the records are written on their
+own.) The first zero where a record would start is where the records end; only
+in a sealed segment are the bytes after that, or after damage, searched for
 whole records (:func:`salvage`), as a writer may still be writing there.
 
 A writer holds an ``flock`` on its segment for as long as it may append to
