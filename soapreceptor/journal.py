@@ -10,9 +10,10 @@ to a spool segment of its own and syncs it before answering; messages that
 arrive while a sync is under way share the next one (:mod:`soapreceptor.group_commit`).
 No worker waits for another writer: SQLite lets one writer in at a time, and
 when the workers committed there each answer waited for the other workers'
-commits and for the dispatcher's. The dispatcher (or any reader) then moves
-spooled messages into SQLite (:meth:`Journal.ingest`), in arrival order and
-exactly once, and queues their events (:meth:`Journal.queue_events`).
+commits and for the dispatcher's. The dispatcher (as its batches need them:
+:meth:`Journal.claim_batch`) or any reader (all of them) then moves spooled
+messages into SQLite (:meth:`Journal.ingest`), in arrival order and exactly
+once, and queues their events (:meth:`Journal.queue_events`).
 
 Durability: WAL mode with ``synchronous=FULL``. In WAL mode ``FULL`` syncs the
 write-ahead log at every commit, so a transaction that has committed survives
@@ -833,13 +834,22 @@ class Journal:
         dispatcher gone without a word, is charged one here.) Returns the ids
         whose lease ``owner`` had lost (see :meth:`settle`) and the claimed events.
 
-        The receptor's workers wait for the journal while this transaction
-        holds it, so what can be worked out before (reading the messages to
-        queue, building their rows) or after (the claimed events) is.
+        Messages still in the spool are ingested (:meth:`ingest`) only when
+        those already in the journal and not yet queued hold fewer than
+        ``limit`` events. The receptor's workers wait for the journal while
+        this transaction holds it, so what can be worked out before (reading
+        the messages to queue, building their rows) or after (the claimed
+        events) is.
         """
         now = time.time() if now is None else now
-        self.ingest()
         ahead = self._read_ahead(limit)
+        if sum(len(message.events) for message in ahead) < limit:
+            # Spooled messages are moved in as the batches need them, not as they
+            # arrive (they are as safe in the spool): under load that keeps this
+            # process's synced writes, which the workers' syncs queue behind, and
+            # its share of the CPU to what it hands on.
+            self.ingest()
+            ahead = self._read_ahead(limit)
         with self._write() as conn:
             lost = self._settle(conn, owner, outcomes, now)
             claimed, taken = self._claim(conn, owner, lease, limit, now, count=False, ahead=ahead)

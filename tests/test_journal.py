@@ -262,6 +262,23 @@ def test_a_batch_is_filled_from_appended_messages_in_arrival_order(journal: Jour
     assert none == []
 
 
+def test_a_dispatcher_moves_spooled_messages_in_as_its_batches_need_them(journal: Journal) -> None:
+    # The spool is as safe as the journal; a dispatcher that took every message in as it arrived spent
+    # its turns and the disk on messages it would not hand on for a long while (issue 8).
+    journal.append_many([(*message("M0"), T0), (*message("M1"), T0)])
+    _, first = journal.claim_batch("d", lease=60, limit=1, now=T0)  # nothing read ahead: both taken in
+    assert [c.event.assignment_id for c in first] == ["M0"]
+    journal.append_many([(*message("M2"), T0 + 1)])
+    _, second = journal.claim_batch("d", lease=60, limit=1, now=T0)
+    assert [c.event.assignment_id for c in second] == ["M1"]
+    assert query(journal.path, "SELECT COUNT(*) FROM messages") == (2,), "M1 filled the batch: M2 stays spooled"
+    _, third = journal.claim_batch("d", lease=60, limit=1, now=T0)
+    assert [c.event.assignment_id for c in third] == ["M2"]
+    journal.append_many([(*message("M3"), T0 + 2), (*message("M4"), T0 + 2)])
+    _, rest = journal.claim_batch("d", lease=60, limit=5, now=T0)
+    assert [c.event.assignment_id for c in rest] == ["M3", "M4"], "a batch bigger than what is in: taken in"
+
+
 def test_messages_queued_by_another_process_meanwhile_are_queued_once(tmp_path: Path) -> None:
     # A dispatcher reads the messages to queue before it takes the write lock;
     # if another process queued them in between, they are not queued again.
