@@ -539,14 +539,15 @@ def write_zeros(fd: int, start: int, stop: int) -> None:
     """Write zeros to ``fd`` from offset ``start`` to ``stop``, one memory page at a time.
 
     Not in one write: the page cache keeps what one write brings in as a
-    folio (pages dirtied and written back together) as large as the write,
-    up to megabytes on ext4 and XFS since Linux 6.x. Each record later
-    written into those zeros would then dirty the whole folio, and its sync
-    write all of it to the disk (seen here on Linux 6.18, ext4: folios of up
-    to 1 MiB, and in paced runs the receptor's workers sent the disk 115 to
-    310 KB a 10-event message; 13 KB with the zeros written a page at a
-    time). A write of at most a page leaves each page a folio of its own, so
-    that a sync writes only the pages its records are in.
+    folio (pages dirtied and written back together) as large as the write
+    and its alignment allow, up to megabytes (XFS for years, ext4 in recent
+    kernels). Each record later written into those zeros would then dirty
+    the whole folio, and its sync write all of it to the disk (seen here on
+    Linux 6.18, ext4: folios of up to 1 MiB, and in paced runs the
+    receptor's workers sent the disk 115 to 310 KB a 10-event message; 13 KB
+    with the zeros written a page at a time). A write of at most a page
+    leaves each page a folio of its own, so that a sync writes only the
+    pages its records are in.
     """
     at = start
     while at < stop:
