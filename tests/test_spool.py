@@ -214,10 +214,15 @@ def test_a_sync_sends_the_disk_the_pages_its_records_are_in_not_the_zeros_set_as
 
 def _disk_bytes_dirtied() -> int:
     """Bytes this process has sent toward the disk (``write_bytes``: counted as pages are dirtied, folio by folio)."""
+    return _io_count("write_bytes")
+
+
+def _io_count(name: str) -> int:
+    """One of this process's I/O counts, as the kernel keeps it (``/proc/self/io``)."""
     for line in Path("/proc/self/io").read_text().splitlines():
-        if line.startswith("write_bytes:"):
+        if line.startswith(f"{name}:"):
             return int(line.split()[1])
-    raise AssertionError("no write_bytes in /proc/self/io")
+    raise AssertionError(f"no {name} in /proc/self/io")
 
 
 def test_appended_messages_reach_the_journal_when_it_ingests_them(tmp_path: Path) -> None:
@@ -463,10 +468,7 @@ def _append_under_a_file_size_limit(
 
 def _bytes_written() -> int:
     """What this process has written so far (``wchar``: every byte a write call took, to any file)."""
-    for line in Path("/proc/self/io").read_text().splitlines():
-        if line.startswith("wchar:"):
-            return int(line.split()[1])
-    raise AssertionError("no wchar in /proc/self/io")
+    return _io_count("wchar")
 
 
 def _outcomes_under_a_file_size_limit(path: str, limit: int, preallocate: int) -> tuple[list[str], int]:
