@@ -208,6 +208,13 @@ def test_nginx_cap_matches_the_receptors() -> None:
     assert re.search(rf"client_max_body_size {DEFAULT_MAX_BODY // 1024}k;", site)
 
 
+def test_nginx_keeps_no_connection_to_the_receptor_between_calls() -> None:
+    """A kept connection that gunicorn closes as nginx sends a POST on it is a 502, which MTurk never sends again."""
+    site = (DEPLOY / "nginx" / "soapreceptor.conf").read_text()
+    directives = [line.split("#", 1)[0].strip() for line in site.splitlines()]
+    assert [d for d in directives if re.match(r"keepalive(_\w+)?\s", d)] == []
+
+
 UNITS = ("soapreceptor.socket", "soapreceptor.service", "soapreceptor-dispatch.service")
 
 
