@@ -411,7 +411,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Stopped (kill, a CI timeout) as by Ctrl-C: each run stops its server, and the scratch directories go.
     # Python's default for SIGTERM ends the process at once and would leave both behind.
     signal.signal(signal.SIGTERM, _exit_on_signal)
-    scratch = Path(tempfile.mkdtemp(prefix="soapreceptor-bench-"))
+    scratch = _scratch(Path(tempfile.gettempdir()))
     memory = _memory_scratch()
     try:
         return Bench(args, scratch, memory).run()
@@ -448,7 +448,37 @@ def _memory_scratch(parent: Path = MEMORY, needed: int = MEMORY_NEEDED) -> Path 
             file=sys.stderr,
         )
         return None
-    return Path(tempfile.mkdtemp(prefix="soapreceptor-bench-", dir=parent))
+    return _scratch(parent)
+
+
+SCRATCH_PREFIX = "soapreceptor-bench-"
+
+
+def _scratch(parent: Path) -> Path:
+    """A fresh scratch directory in ``parent``, named for this process; first, those of killed runs there go.
+
+    A run stopped by SIGTERM or Ctrl-C removes its own; one killed outright
+    (SIGKILL, the OOM killer) cannot, and in /dev/shm what it leaves holds
+    memory (gigabytes, after a paced run) and can leave the next run no room
+    for its in-memory runs. The directory's name carries the process id, so
+    that a later run can tell it from a live run's.
+    """
+    for path in parent.glob(f"{SCRATCH_PREFIX}*-*"):
+        pid = path.name.removeprefix(SCRATCH_PREFIX).split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", dir=parent))
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (it may be another user's)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 if __name__ == "__main__":

@@ -257,6 +257,22 @@ def test_the_journal_in_memory_needs_room_there(tmp_path: Path, capsys: pytest.C
     assert [path.name for path in tmp_path.iterdir()] == [made.name]
 
 
+def test_a_run_clears_the_scratch_that_killed_runs_left_and_only_that(tmp_path: Path) -> None:
+    """A harness killed outright leaves its scratch (in /dev/shm, memory); the next run removes it."""
+    dead = tmp_path / f"{harness.SCRATCH_PREFIX}{2**31 - 1}-abc"  # over any pid_max: no such process
+    live = tmp_path / f"{harness.SCRATCH_PREFIX}{os.getppid()}-def"  # pytest's parent: still running
+    unknown = tmp_path / f"{harness.SCRATCH_PREFIX}ghi"  # named before runs carried their pid: whose, nobody knows
+    other = tmp_path / "someone-else-1-jkl"
+    for path in (dead, live, unknown, other):
+        (path / "journal.db-spool").mkdir(parents=True)
+    made = harness._memory_scratch(tmp_path, needed=0)
+    assert made is not None
+    assert made.name.startswith(f"{harness.SCRATCH_PREFIX}{os.getpid()}-")
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(
+        path.name for path in (live, unknown, other, made)
+    )
+
+
 def test_journal_stalled_reads_the_stall_counter_of_a_metrics_page() -> None:
     # The report calls both the receptor's stalls and its slow commits "over SLOW_MS": one bound, two places.
     assert metrics.STALL_AFTER * 1000 == disk.SLOW_MS
