@@ -211,7 +211,11 @@ def test_nginx_cap_matches_the_receptors() -> None:
 def test_nginx_keeps_no_connection_to_the_receptor_between_calls() -> None:
     """A kept connection that gunicorn closes as nginx sends a POST on it is a 502, which MTurk never sends again."""
     site = (DEPLOY / "nginx" / "soapreceptor.conf").read_text()
-    directives = [line.split("#", 1)[0].strip() for line in site.splitlines()]
+    block = re.search(r"^upstream soapreceptor \{(.*?)^\}", site, re.MULTILINE | re.DOTALL)
+    assert block is not None
+    directives = [line.split("#", 1)[0].strip() for line in block.group(1).splitlines()]
+    assert "server unix:/run/soapreceptor.sock fail_timeout=0;" in directives
+    # keepalive, or its keepalive_timeout and keepalive_requests: upstream keep-alive in any form.
     assert [d for d in directives if re.match(r"keepalive(_\w+)?\s", d)] == []
 
 
