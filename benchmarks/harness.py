@@ -40,6 +40,7 @@ from pathlib import Path
 
 import gunicorn.config
 
+from soapreceptor import dispatch
 from soapreceptor.worker import http_parser
 
 from . import disk, inprocess, load, payloads, report, servers
@@ -465,20 +466,9 @@ def _scratch(parent: Path) -> Path:
     """
     for path in parent.glob(f"{SCRATCH_PREFIX}*-*"):
         pid = path.name.removeprefix(SCRATCH_PREFIX).split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not dispatch.process_exists(int(pid)):
             shutil.rmtree(path, ignore_errors=True)
     return Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", dir=parent))
-
-
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` exists (it may be another user's)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 if __name__ == "__main__":

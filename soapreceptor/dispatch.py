@@ -461,7 +461,7 @@ def _free_claims_of_dead_dispatchers(journal: Journal) -> None:
     for owner in owners:
         name, _, rest = owner.partition(":")
         pid_text = rest.partition(":")[0]
-        if name != host or not pid_text.isdigit() or _alive(int(pid_text)):
+        if name != host or not pid_text.isdigit() or process_exists(int(pid_text)):
             continue
         try:
             freed = journal.release(owner_prefix(int(pid_text)), "its dispatcher was gone when a dispatcher started")
@@ -472,7 +472,8 @@ def _free_claims_of_dead_dispatchers(journal: Journal) -> None:
             logger.warning("freed %d event(s) claimed by dispatcher %s, which no longer runs", freed, owner)
 
 
-def _alive(pid: int) -> bool:
+def process_exists(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this host (in this pid namespace), whoever's it is."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
